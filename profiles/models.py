@@ -1,0 +1,85 @@
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+
+class Profile(models.Model):
+    """A person the platform knows, by the customer's own id and/or by email.
+
+    Every model that points at Profile says through its ``on_delete`` what
+    erasure does with its rows: CASCADE rows are deleted with the profile,
+    SET_NULL rows are kept, unlinked, and have the fields they list in
+    ``PERSONAL_FIELDS`` cleared (see ``profiles.erasure``).
+    """
+
+    user_id = models.CharField("user id", max_length=255, null=True, blank=True)
+    email = models.EmailField(max_length=254, blank=True, default="")
+    properties = models.JSONField("custom attributes", default=dict, blank=True)
+    tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    subscribed = models.BooleanField(default=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_id"],
+                condition=Q(user_id__isnull=False),
+                name="profile_user_id_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(user_id__isnull=False) | ~Q(email=""),
+                name="profile_has_user_id_or_email",
+            ),
+        ]
+        indexes = [models.Index(fields=["email"], name="profile_email_idx")]
+
+    def __str__(self):
+        return self.email or self.user_id or f"Profile {self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("profiles:detail", args=[self.pk])
+
+
+class Event(models.Model):
+    """Something a profile did. The largest table: tens of rows per profile."""
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="events")
+    name = models.CharField(max_length=255)
+    properties = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            # Per-profile access (profile page, erasure) and behaviour rules.
+            models.Index(fields=["profile", "occurred_at"], name="event_profile_time_idx"),
+            models.Index(fields=["name", "occurred_at"], name="event_name_time_idx"),
+        ]
+        # The profile FK index is covered by event_profile_time_idx.
+
+    def __str__(self):
+        return f"{self.name} at {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class SubscriptionPreference(models.Model):
+    """Opt-in or opt-out of one topic, beside the profile's global status."""
+
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, related_name="preferences", db_index=False
+    )
+    topic = models.CharField(max_length=100)
+    subscribed = models.BooleanField(default=True)
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "topic"], name="preference_profile_topic")
+        ]
+        indexes = [models.Index(fields=["topic", "subscribed"], name="preference_topic_idx")]
+
+    def __str__(self):
+        state = "in" if self.subscribed else "out"
+        return f"{self.topic}: opted {state}"

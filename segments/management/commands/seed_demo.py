@@ -1,0 +1,261 @@
+import time
+
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, transaction
+
+from messaging.demo_data import insert_sends
+from messaging.models import Campaign
+from profiles import demo_data
+from profiles.models import Profile
+from segments.models import Segment
+
+DEMO_USERS = [
+    # username, group, superuser
+    ("admin", None, True),
+    ("editor", "Editors", False),
+    ("viewer", "Viewers", False),
+]
+
+DEMO_SEGMENTS = [
+    (
+        "Inactive for 90 days",
+        "People who have not done anything in the last 90 days.",
+        {
+            "match": "all",
+            "conditions": [
+                {"type": "event", "operator": "not_done", "within_days": 90},
+            ],
+        },
+    ),
+    (
+        "Unsubscribed",
+        "People who unsubscribed from all email.",
+        {"match": "all", "conditions": [{"type": "subscription", "status": "unsubscribed"}]},
+    ),
+    (
+        "Trial users in Germany",
+        "On the trial plan, with country DE.",
+        {
+            "match": "all",
+            "conditions": [
+                {"type": "property", "field": "plan", "operator": "equals", "value": "trial"},
+                {"type": "property", "field": "country", "operator": "equals", "value": "DE"},
+            ],
+        },
+    ),
+    (
+        "Newsletter readers",
+        "Opted in to the newsletter topic.",
+        {
+            "match": "all",
+            "conditions": [
+                {"type": "subscription", "status": "subscribed", "topic": "newsletter"},
+            ],
+        },
+    ),
+    (
+        "Repeat buyers",
+        "Purchased at least 3 times in the last 60 days.",
+        {
+            "match": "all",
+            "conditions": [
+                {
+                    "type": "event",
+                    "event": "purchase",
+                    "operator": "at_least",
+                    "count": 3,
+                    "within_days": 60,
+                },
+            ],
+        },
+    ),
+    (
+        "Churn risk in France or Spain",
+        "Churned or trial accounts in FR or ES that never purchased.",
+        {
+            "match": "all",
+            "conditions": [
+                {
+                    "match": "any",
+                    "conditions": [
+                        {
+                            "type": "property",
+                            "field": "country",
+                            "operator": "equals",
+                            "value": "FR",
+                        },
+                        {
+                            "type": "property",
+                            "field": "country",
+                            "operator": "equals",
+                            "value": "ES",
+                        },
+                    ],
+                },
+                {
+                    "match": "any",
+                    "conditions": [
+                        {
+                            "type": "property",
+                            "field": "plan",
+                            "operator": "equals",
+                            "value": "churned",
+                        },
+                        {
+                            "type": "property",
+                            "field": "plan",
+                            "operator": "equals",
+                            "value": "trial",
+                        },
+                    ],
+                },
+                {"type": "event", "event": "purchase", "operator": "not_done"},
+            ],
+        },
+    ),
+]
+
+DEMO_CAMPAIGNS = [
+    # name, subject, audience, every, offset
+    ("Spring newsletter", "What's new this spring", "Newsletter readers", 3, 0),
+    ("Win-back offer", "We miss you: 20% off", "Inactive for 90 days", 5, 1),
+    ("Trial ending soon", "Your trial ends in 3 days", "Trial users in Germany", 7, 2),
+    ("Product update: reports", "Reports got faster", None, 4, 3),
+]
+
+BATCH = 100_000
+
+
+class Command(BaseCommand):
+    help = "Fill the database with realistic demo data and create the demo logins."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--profiles", type=int, default=5000)
+        parser.add_argument(
+            "--events-per-profile",
+            type=int,
+            default=None,
+            help="Events per profile (default: between 10 and 50 each).",
+        )
+        parser.add_argument(
+            "--no-users", action="store_true", help="Do not create the demo logins."
+        )
+        parser.add_argument(
+            "--no-refresh", action="store_true", help="Do not refresh the demo segments."
+        )
+
+    def handle(self, *args, profiles, events_per_profile, no_users, no_refresh, **options):
+        if profiles < 0 or (events_per_profile is not None and events_per_profile < 0):
+            raise CommandError("--profiles and --events-per-profile must not be negative.")
+        if not no_users and not settings.DEBUG:
+            raise CommandError(
+                "Demo logins have a known password, so seed_demo refuses to create them "
+                "when DEBUG is off. Use --no-users to seed data only."
+            )
+        started = time.monotonic()
+        if Profile.objects.exists():
+            self.stdout.write("Profiles already exist: keeping the data as it is.")
+        else:
+            self._seed_profiles(profiles, events_per_profile)
+        segments = self._seed_segments()
+        if not no_refresh:
+            self._refresh(segments)
+        self._seed_campaigns()
+        if not no_users:
+            self._seed_users()
+        self.stdout.write(self.style.SUCCESS(f"Done in {time.monotonic() - started:.1f}s."))
+
+    def _seed_profiles(self, count, events_per_profile):
+        done = events = 0
+        while done < count:
+            size = min(BATCH, count - done)
+            with transaction.atomic():
+                demo_data.insert_profiles(count=size, start=done + 1)
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT min(id), max(id) FROM (SELECT id FROM profiles_profile "
+                        "ORDER BY id DESC LIMIT %s) t",
+                        [size],
+                    )
+                    lo, hi = cursor.fetchone()
+                events += demo_data.insert_events(
+                    min_id=lo, max_id=hi, per_profile=events_per_profile
+                )
+                demo_data.insert_preferences(min_id=lo, max_id=hi)
+            done += size
+            self.stdout.write(f"  profiles {done:,}/{count:,}  events {events:,}")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "ANALYZE profiles_profile; ANALYZE profiles_event; "
+                "ANALYZE profiles_subscriptionpreference;"
+            )
+
+    def _seed_segments(self):
+        segments = []
+        for name, description, rules in DEMO_SEGMENTS:
+            segment, _ = Segment.objects.get_or_create(
+                name=name, defaults={"description": description, "rules": rules}
+            )
+            segments.append(segment)
+        self.stdout.write(f"  {len(segments)} demo segments")
+        return segments
+
+    def _refresh(self, segments):
+        from segments.services import segment_refresh
+
+        for segment in segments:
+            t0 = time.monotonic()
+            count = segment_refresh(segment=segment)
+            self.stdout.write(
+                f"  refreshed {segment.name!r}: {count:,} profiles in {time.monotonic() - t0:.1f}s"
+            )
+
+    def _seed_campaigns(self):
+        total_profiles = Profile.objects.count()
+        for name, subject, audience_name, every, offset in DEMO_CAMPAIGNS:
+            if Campaign.objects.filter(name=name).exists():
+                continue
+            with transaction.atomic():
+                campaign = Campaign.objects.create(
+                    name=name,
+                    subject=subject,
+                    audience=Segment.objects.filter(name=audience_name).first(),
+                )
+                if name == "Spring newsletter":
+                    campaign.excluded_segments.set(Segment.objects.filter(name="Unsubscribed"))
+                sent = insert_sends(
+                    campaign_id=campaign.pk,
+                    every=every,
+                    offset=offset,
+                    limit=min(200_000, max(1, total_profiles // every)),
+                )
+                campaign.sent_at = campaign.created_at
+                campaign.save(update_fields=["sent_at"])
+            self.stdout.write(f"  campaign {name!r}: {sent:,} sends")
+
+    def _seed_users(self):
+        password = settings.DEMO_PASSWORD
+        for username, group_name, superuser in DEMO_USERS:
+            user, created = User.objects.get_or_create(
+                username=username,
+                defaults={
+                    "is_staff": superuser,
+                    "is_superuser": superuser,
+                    "email": f"{username}@example.com",
+                },
+            )
+            if created:
+                user.set_password(password)
+                user.save()
+            if group_name:
+                user.groups.add(Group.objects.get(name=group_name))
+        self.stdout.write("")
+        self.stdout.write(
+            "Demo logins (password: %s):"
+            % ("demo" if password == "demo" else "the value of DEMO_PASSWORD")  # noqa: S105
+        )
+        for username, group_name, superuser in DEMO_USERS:
+            role = "superuser, Django admin" if superuser else f"{group_name}"
+            self.stdout.write(f"  {username:<8} {role}")

@@ -1,0 +1,177 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from profiles.models import Profile
+
+
+class Segment(models.Model):
+    """A rule-based group of profiles, with its membership materialised at refresh.
+
+    ``member_count`` is the size of the membership as of ``last_refreshed_at``:
+    pages show it instead of counting a membership that may hold a million rows.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    rules = models.JSONField(default=dict, blank=True)
+    member_count = models.PositiveIntegerField(null=True, blank=True)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    refresh_requested_at = models.DateTimeField(null=True, blank=True)
+    refresh_error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # A membership older than this is flagged as stale in the deletion dialog.
+    STALE_AFTER = timedelta(hours=1)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("segments:detail", args=[self.pk])
+
+    @property
+    def is_refreshing(self):
+        if self.refresh_requested_at is None:
+            return False
+        return self.last_refreshed_at is None or self.refresh_requested_at > self.last_refreshed_at
+
+    @property
+    def is_stale(self):
+        return (
+            self.last_refreshed_at is None
+            or timezone.now() - self.last_refreshed_at > self.STALE_AFTER
+        )
+
+
+class SegmentMembership(models.Model):
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="memberships")
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Also the index for keyset pagination of a segment's members by profile id.
+            models.UniqueConstraint(fields=["segment", "profile"], name="membership_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.profile_id} in {self.segment_id}"
+
+
+class DeletionJob(models.Model):
+    """One confirmed deletion of a segment's profiles, and its audit record.
+
+    The profiles to delete are frozen in ``DeletionJobProfile`` at
+    confirmation, so a refresh or a rule edit while the job runs cannot widen
+    it. ``cursor`` is the highest snapshot profile id already handled; it moves
+    in the same transaction as the batch it covers, which is what makes a job
+    resumable after a crash at any point.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting to start"
+        RUNNING = "running", "Deleting"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
+
+    segment = models.ForeignKey(
+        Segment, on_delete=models.SET_NULL, null=True, blank=True, related_name="deletion_jobs"
+    )
+    segment_name = models.CharField("segment name at confirmation", max_length=200)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_by_username = models.CharField("confirmed by", max_length=150)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    cancel_requested = models.BooleanField(default=False)
+
+    total = models.PositiveIntegerField("profiles requested", default=0)
+    deleted = models.PositiveIntegerField("profiles deleted", default=0)
+    skipped = models.PositiveIntegerField("profiles skipped", default=0)
+    events_deleted = models.BigIntegerField(default=0)
+    preferences_deleted = models.BigIntegerField(default=0)
+    memberships_deleted = models.BigIntegerField(default=0)
+    messages_anonymized = models.BigIntegerField(default=0)
+    activity_anonymized = models.BigIntegerField(default=0)
+    cursor = models.BigIntegerField(default=0)
+    batches = models.PositiveIntegerField(default=0)
+    longest_batch_ms = models.PositiveIntegerField(default=0)
+
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField("confirmed at", auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["segment"],
+                condition=Q(status__in=["pending", "running"]),
+                name="one_active_deletion_per_segment",
+            )
+        ]
+
+    def __str__(self):
+        return f"Deletion #{self.pk} of {self.segment_name}"
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def handled(self):
+        return self.deleted + self.skipped
+
+    @property
+    def percent_done(self):
+        if not self.total:
+            return 100 if self.status == self.Status.COMPLETED else 0
+        return min(100, int(self.handled * 100 / self.total))
+
+    @property
+    def seconds_left(self):
+        """Estimate from the rate so far; None until there is a rate to go on."""
+        if not self.is_active or not self.started_at or not self.handled:
+            return None
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        if elapsed <= 0:
+            return None
+        rate = self.handled / elapsed
+        return max(0, int((self.total - self.handled) / rate))
+
+
+class DeletionJobProfile(models.Model):
+    """The frozen set of a job: one row per profile id confirmed for deletion.
+
+    ``profile_id`` is a plain integer, not a foreign key: these rows must
+    outlive the profiles they name (for the audit and for verify_deletion),
+    and erasure must not treat them as data that belongs to a profile.
+    """
+
+    pk = models.CompositePrimaryKey("job", "profile_id")
+    job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="snapshot")
+    profile_id = models.BigIntegerField()
+
+    class Meta:
+        verbose_name = "deletion snapshot row"
+
+    def __str__(self):
+        return f"{self.profile_id} in job {self.job_id}"

@@ -1,0 +1,134 @@
+// Behaviour for the ••• menu button and modal dialogs. No inline scripts (CSP).
+(function () {
+  "use strict";
+
+  function menuItems(list) {
+    return Array.from(list.querySelectorAll('[role="menuitem"]'));
+  }
+
+  function openMenu(button, list, focusLast) {
+    list.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    const items = menuItems(list);
+    if (items.length) (focusLast ? items[items.length - 1] : items[0]).focus();
+  }
+
+  function closeMenu(button, list, returnFocus) {
+    list.hidden = true;
+    button.setAttribute("aria-expanded", "false");
+    if (returnFocus) button.focus();
+  }
+
+  function setUpMenu(menu) {
+    const button = menu.querySelector("[aria-haspopup]");
+    const list = menu.querySelector('[role="menu"]');
+    if (!button || !list || menu.dataset.ready) return;
+    menu.dataset.ready = "1";
+    button.addEventListener("click", function () {
+      if (list.hidden) openMenu(button, list, false);
+      else closeMenu(button, list, false);
+    });
+    button.addEventListener("keydown", function (e) {
+      if (e.key === "ArrowDown" || e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        openMenu(button, list, false);
+      } else if (e.key === "ArrowUp") {
+        e.preventDefault();
+        openMenu(button, list, true);
+      }
+    });
+    list.addEventListener("keydown", function (e) {
+      const items = menuItems(list);
+      const i = items.indexOf(document.activeElement);
+      if (e.key === "Escape") {
+        e.preventDefault();
+        closeMenu(button, list, true);
+      } else if (e.key === "ArrowDown") {
+        e.preventDefault();
+        items[(i + 1) % items.length].focus();
+      } else if (e.key === "ArrowUp") {
+        e.preventDefault();
+        items[(i - 1 + items.length) % items.length].focus();
+      } else if (e.key === "Home") {
+        e.preventDefault();
+        items[0].focus();
+      } else if (e.key === "End") {
+        e.preventDefault();
+        items[items.length - 1].focus();
+      } else if (e.key === "Tab") {
+        closeMenu(button, list, false);
+      }
+    });
+    list.addEventListener("click", function (e) {
+      const item = e.target.closest('[role="menuitem"]');
+      if (item && item.getAttribute("aria-disabled") === "true") {
+        e.preventDefault();
+        return;
+      }
+      if (item) closeMenu(button, list, false);
+    });
+    document.addEventListener("click", function (e) {
+      if (!menu.contains(e.target) && !list.hidden) closeMenu(button, list, false);
+    });
+  }
+
+  // A menu item with data-dialog="ID" opens that <dialog> as a modal; when the
+  // dialog closes, focus returns to the menu button that opened it.
+  document.addEventListener("click", function (e) {
+    const opener = e.target.closest("[data-dialog]");
+    if (!opener) return;
+    const dialog = document.getElementById(opener.dataset.dialog);
+    if (!dialog) return;
+    e.preventDefault();
+    const menu = opener.closest(".menu");
+    dialog.returnFocusTo = menu ? menu.querySelector("[aria-haspopup]") : opener;
+    dialog.showModal();
+    const first = dialog.querySelector("[autofocus], input, button");
+    if (first) first.focus();
+  });
+
+  document.addEventListener("click", function (e) {
+    const closer = e.target.closest("[data-close-dialog]");
+    if (!closer) return;
+    e.preventDefault();
+    const dialog = closer.closest("dialog");
+    if (dialog) dialog.close();
+  });
+
+  document.addEventListener(
+    "close",
+    function (e) {
+      const dialog = e.target;
+      if (dialog.tagName === "DIALOG" && dialog.returnFocusTo) dialog.returnFocusTo.focus();
+    },
+    true
+  );
+
+  // Type-to-confirm: the submit button stays disabled until the typed text is
+  // exactly the expected value. The server checks again; this only helps.
+  document.addEventListener("input", function (e) {
+    const input = e.target.closest("[data-confirm-match]");
+    if (!input) return;
+    const form = input.form;
+    const submit = form && form.querySelector("[data-confirm-submit]");
+    if (submit) submit.disabled = input.value !== input.dataset.confirmMatch;
+  });
+
+  function init(root) {
+    root.querySelectorAll(".menu").forEach(setUpMenu);
+    root.querySelectorAll("dialog[data-open]").forEach(function (d) {
+      if (!d.open) d.showModal();
+    });
+    root.querySelectorAll("[data-confirm-match]").forEach(function (input) {
+      const submit = input.form && input.form.querySelector("[data-confirm-submit]");
+      if (submit) submit.disabled = input.value !== input.dataset.confirmMatch;
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    init(document);
+  });
+  document.addEventListener("htmx:load", function (e) {
+    init(e.detail.elt);
+  });
+})();

@@ -1,0 +1,74 @@
+import pytest
+from django.contrib.auth.models import Group, User
+
+PASSWORD = "correct horse battery staple"
+
+
+def _user(username, *groups, **extra):
+    user = User.objects.create_user(username, f"{username}@example.com", PASSWORD, **extra)
+    for name in groups:
+        user.groups.add(Group.objects.get(name=name))
+    return user
+
+
+@pytest.fixture
+def alice(db):
+    """An editor: View and Edit access."""
+    return _user("alice", "Editors")
+
+
+@pytest.fixture
+def bob(db):
+    """A viewer: View access only."""
+    return _user("bob", "Viewers")
+
+
+@pytest.fixture
+def charlie(db):
+    """Logged in, but in no group: no access to anything."""
+    return _user("charlie")
+
+
+@pytest.fixture
+def admin_user(db):
+    return _user("root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def editor_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, bob):
+    client.force_login(bob)
+    return client
+
+
+@pytest.fixture
+def outsider_client(client, charlie):
+    client.force_login(charlie)
+    return client
+
+
+# Browser tests: Debian's Chromium, never a downloaded browser.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": "/usr/bin/chromium",
+        "args": CHROMIUM_ARGS,
+    }

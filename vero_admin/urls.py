@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from vero_admin.forms import LoginForm
+
+admin.site.site_header = "vero_admin"
+admin.site.site_title = "vero_admin"
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="segments:list"), name="home"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(
+            authentication_form=LoginForm, redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("segments/", include("segments.urls")),
+    path("profiles/", include("profiles.urls")),
+    path("campaigns/", include("messaging.urls")),
+]
