@@ -141,6 +141,10 @@ class DeletionJob(models.Model):
         return self.deleted + self.skipped
 
     @property
+    def remaining(self):
+        return max(0, self.total - self.handled)
+
+    @property
     def percent_done(self):
         if not self.total:
             return 100 if self.status == self.Status.COMPLETED else 0

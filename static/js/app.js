@@ -117,7 +117,13 @@
   function init(root) {
     root.querySelectorAll(".menu").forEach(setUpMenu);
     root.querySelectorAll("dialog[data-open]").forEach(function (d) {
-      if (!d.open) d.showModal();
+      if (d.open) return;
+      d.returnFocusTo =
+        document.querySelector(d.dataset.returnFocus || "#segment-actions-button") ||
+        document.querySelector(".menu [aria-haspopup]");
+      d.showModal();
+      const first = d.querySelector("[autofocus]");
+      if (first) first.focus();
     });
     root.querySelectorAll("[data-confirm-match]").forEach(function (input) {
       const submit = input.form && input.form.querySelector("[data-confirm-submit]");

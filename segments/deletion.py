@@ -1,0 +1,420 @@
+"""Deleting every profile in a segment: the job, its snapshot, batches and audit.
+
+One job, many entry points: the confirmation view, the progress endpoint,
+the django-q2 task, the watchdog and the benchmark all call these functions.
+
+The guarantees, and where each one comes from:
+
+- Exactly the confirmed people: ``deletion_start`` copies the membership into
+  ``DeletionJobProfile`` in the same transaction that creates the job, and
+  refuses if that is not the number the user was shown. Nothing later reads
+  the membership again, so a refresh, a rule edit or new ingestion during the
+  run cannot widen it.
+- No half-deleted profile: each batch is one transaction that locks its
+  profiles, erases them (``profiles.erasure``) and advances the job's cursor
+  and counters. A crash rolls back the batch and its cursor together.
+- One runner per job: a session-level advisory lock on the job id. A
+  duplicate delivery (the ORM broker delivers at least once) finds it taken
+  and exits at once; the lock dies with the runner's connection.
+- Always finish or say why not: a run works for a bounded time slice, then
+  re-enqueues itself on commit. A heartbeat on the job lets the watchdog
+  resume a job whose worker died; after ``MAX_ATTEMPTS`` crashes the job is
+  marked failed with the reason, and an Editor can resume it.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.core.exceptions import PermissionDenied
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
+from django.db.models import F, Q
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from profiles.erasure import profiles_erase
+from segments.deletion_selectors import user_can_delete_profiles
+from segments.models import DeletionJob, DeletionJobProfile, Segment, SegmentMembership
+
+logger = logging.getLogger(__name__)
+
+# pg_advisory_lock(key1, key2): our namespace, then the job id.
+ADVISORY_NAMESPACE = 0x5E6D
+# A run gives its worker back after this long and continues in a new task,
+# far below Q_CLUSTER["timeout"].
+SLICE_SECONDS = 20.0
+# Batches are sized to take about this long, to keep locks short.
+TARGET_BATCH_SECONDS = 0.2
+MIN_BATCH, FIRST_BATCH, MAX_BATCH = 50, 500, 5000
+# A running job whose heartbeat is older than this has lost its worker.
+STALE_AFTER_SECONDS = 90
+# Crashes (watchdog resumes, dropped connections) before a job is failed.
+MAX_ATTEMPTS = 5
+
+
+class DeletionRefused(Exception):
+    """A confirmation that must not start a deletion; the message is for the user."""
+
+
+class NameMismatch(DeletionRefused):
+    pass
+
+
+class CountChanged(DeletionRefused):
+    def __init__(self, message, *, current_count):
+        super().__init__(message)
+        self.current_count = current_count
+
+
+@dataclass
+class StartResult:
+    job: DeletionJob
+    created: bool
+
+
+def deletion_enqueue(*, job_id: int) -> None:
+    """Hand the job to a worker once the current transaction commits."""
+    from django_q.tasks import async_task
+
+    transaction.on_commit(
+        lambda: async_task(
+            "segments.tasks.run_deletion_job",
+            job_id,
+            task_name=f"deletion-{job_id}-{time.time_ns()}",
+            group="segment-deletion",
+        )
+    )
+
+
+def deletion_start(
+    *, segment: Segment, user, typed_name: str, expected_count: int | None
+) -> StartResult:
+    """Start deleting the segment's profiles, as confirmed by ``user``.
+
+    ``typed_name`` must equal the segment's name exactly (case and inner
+    spaces included). ``expected_count`` is the number of profiles the
+    confirmation dialog showed; if the membership no longer has that many,
+    nothing starts and the user is asked to review again. If a deletion of
+    this segment is already running, that job is returned instead of a new
+    one (the database allows one active job per segment).
+    """
+    if not user_can_delete_profiles(user):
+        raise PermissionDenied
+    if typed_name != segment.name:
+        raise NameMismatch(
+            "The name you typed does not match the segment's name exactly. Nothing was deleted."
+        )
+    active = deletion_active_job(segment=segment)
+    if active:
+        return StartResult(active, created=False)
+    try:
+        with transaction.atomic():
+            job = DeletionJob.objects.create(
+                segment=segment,
+                segment_name=segment.name,
+                created_by=user,
+                created_by_username=user.get_username(),
+            )
+            total = _snapshot_membership(job=job, segment=segment)
+            if expected_count is not None and total != expected_count:
+                raise CountChanged(
+                    f"The segment changed since the dialog was opened: it now has "
+                    f"{total:,} profiles, not {expected_count:,}. Review the new number "
+                    "and confirm again. Nothing was deleted.",
+                    current_count=total,
+                )
+            job.total = total
+            job.save(update_fields=["total"])
+            deletion_enqueue(job_id=job.pk)
+    except IntegrityError:
+        # Two confirmations raced (double click, two tabs): the other one won.
+        active = deletion_active_job(segment=segment)
+        if active is None:
+            raise
+        return StartResult(active, created=False)
+    logger.info(
+        "Deletion job %s confirmed by %s: %s profiles of segment %r",
+        job.pk,
+        job.created_by_username,
+        job.total,
+        job.segment_name,
+    )
+    return StartResult(job, created=True)
+
+
+def _snapshot_membership(*, job: DeletionJob, segment: Segment) -> int:
+    """Freeze the segment's membership as the job's set of profile ids."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {DeletionJobProfile._meta.db_table} (job_id, profile_id)
+            SELECT %s, profile_id FROM {SegmentMembership._meta.db_table}
+            WHERE segment_id = %s
+            """,  # noqa: S608 (table names from model metadata)
+            [job.pk, segment.pk],
+        )
+        return cursor.rowcount
+
+
+def deletion_active_job(*, segment: Segment) -> DeletionJob | None:
+    return (
+        DeletionJob.objects.filter(segment=segment, status__in=DeletionJob.ACTIVE_STATUSES)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def deletion_current_count(*, segment: Segment) -> int:
+    return SegmentMembership.objects.filter(segment=segment).count()
+
+
+# --- Running --------------------------------------------------------------------
+
+
+class _AdvisoryLock:
+    """Session-level advisory lock on the job id, so one runner per job."""
+
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+        self.acquired = False
+
+    def __enter__(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [ADVISORY_NAMESPACE, self.job_id])
+            self.acquired = cursor.fetchone()[0]
+        return self
+
+    def __exit__(self, *exc):
+        if not self.acquired:
+            return
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, self.job_id]
+                )
+        except DatabaseError:
+            # The connection is gone, and the lock with it.
+            connection.close()
+
+
+def deletion_run(*, job_id: int, slice_seconds: float = SLICE_SECONDS) -> str:
+    """Work on the job for up to ``slice_seconds``, then continue in a new task.
+
+    Returns what happened, for logs and tests: "busy" (another runner has the
+    job), "gone", "finished" (already done), "completed", "cancelled",
+    "continued", "retrying" or "failed".
+    """
+    with _AdvisoryLock(job_id) as lock:
+        if not lock.acquired:
+            logger.info("Deletion job %s already has a runner; this delivery exits.", job_id)
+            return "busy"
+        try:
+            return _run_slice(job_id, slice_seconds)
+        except (OperationalError, InterfaceError) as exc:
+            # The database went away mid-batch; the batch rolled back.
+            connection.close()
+            return _record_crash(job_id, f"Lost the database connection: {exc}".strip())
+        except Exception as exc:
+            logger.exception("Deletion job %s failed", job_id)
+            _mark_failed(job_id, f"{type(exc).__name__}: {exc}")
+            return "failed"
+
+
+def _run_slice(job_id: int, slice_seconds: float) -> str:
+    job = DeletionJob.objects.filter(pk=job_id).first()
+    if job is None:
+        return "gone"
+    if not job.is_active:
+        return "finished"
+    now = timezone.now()
+    DeletionJob.objects.filter(pk=job_id).update(
+        status=DeletionJob.Status.RUNNING,
+        started_at=job.started_at or now,
+        heartbeat_at=now,
+    )
+    deadline = time.monotonic() + slice_seconds
+    batch_size = FIRST_BATCH
+    while True:
+        if DeletionJob.objects.filter(pk=job_id, cancel_requested=True).exists():
+            _finish(job_id, DeletionJob.Status.CANCELLED)
+            return "cancelled"
+        handled, elapsed = deletion_run_batch(job_id=job_id, batch_size=batch_size)
+        if handled == 0:
+            _finish(job_id, DeletionJob.Status.COMPLETED)
+            return "completed"
+        batch_size = _next_batch_size(batch_size, handled, elapsed)
+        if time.monotonic() >= deadline:
+            with transaction.atomic():
+                deletion_enqueue(job_id=job_id)
+            return "continued"
+
+
+def _next_batch_size(size: int, handled: int, elapsed: float) -> int:
+    if handled < size:  # the last, partial batch says nothing about speed
+        return size
+    scaled = int(size * TARGET_BATCH_SECONDS / max(elapsed, 0.001))
+    # Grow gently, shrink at once.
+    return max(MIN_BATCH, min(MAX_BATCH, scaled, size * 2))
+
+
+def deletion_run_batch(*, job_id: int, batch_size: int) -> tuple[int, float]:
+    """Erase the next batch of the job's snapshot, in one transaction.
+
+    Returns (snapshot rows handled, seconds the transaction took). The
+    cursor and counters move in the same transaction as the deletes, so a
+    crash at any point leaves them consistent with the data.
+    """
+    started = time.monotonic()
+    with transaction.atomic():
+        job = DeletionJob.objects.select_for_update().only("cursor").get(pk=job_id)
+        profile_ids = list(
+            DeletionJobProfile.objects.filter(job_id=job_id, profile_id__gt=job.cursor)
+            .order_by("profile_id")
+            .values_list("profile_id", flat=True)[:batch_size]
+        )
+        if not profile_ids:
+            return 0, time.monotonic() - started
+        result = profiles_erase(profile_ids=profile_ids)
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        DeletionJob.objects.filter(pk=job_id).update(
+            cursor=profile_ids[-1],
+            deleted=F("deleted") + result.deleted,
+            skipped=F("skipped") + result.skipped,
+            events_deleted=F("events_deleted") + result.count("profiles.event"),
+            preferences_deleted=F("preferences_deleted")
+            + result.count("profiles.subscriptionpreference"),
+            memberships_deleted=F("memberships_deleted")
+            + result.count("segments.segmentmembership"),
+            messages_anonymized=F("messages_anonymized") + result.count("messaging.message"),
+            activity_anonymized=F("activity_anonymized")
+            + result.count("messaging.messageactivity"),
+            batches=F("batches") + 1,
+            longest_batch_ms=Greatest("longest_batch_ms", elapsed_ms),
+            heartbeat_at=timezone.now(),
+        )
+    return len(profile_ids), time.monotonic() - started
+
+
+def _finish(job_id: int, status: str) -> None:
+    with transaction.atomic():
+        job = DeletionJob.objects.select_for_update().get(pk=job_id)
+        job.status = status
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "finished_at"])
+        if job.segment_id and status == DeletionJob.Status.COMPLETED:
+            # The stored count is what pages show; after the job it is what
+            # is left of the membership (0 unless it was refreshed meanwhile).
+            Segment.objects.filter(pk=job.segment_id).update(
+                member_count=SegmentMembership.objects.filter(segment_id=job.segment_id).count()
+            )
+    logger.info("Deletion job %s %s", job_id, status)
+
+
+def _mark_failed(job_id: int, error: str) -> None:
+    DeletionJob.objects.filter(pk=job_id).update(
+        status=DeletionJob.Status.FAILED, error=error[:2000], finished_at=timezone.now()
+    )
+
+
+def _record_crash(job_id: int, error: str) -> str:
+    """Count a crash; retry, or give up after MAX_ATTEMPTS with the reason."""
+    with transaction.atomic():
+        job = DeletionJob.objects.select_for_update().get(pk=job_id)
+        job.attempts += 1
+        job.error = error[:2000]
+        if job.attempts >= MAX_ATTEMPTS:
+            job.status = DeletionJob.Status.FAILED
+            job.finished_at = timezone.now()
+            job.error = (f"Stopped after {job.attempts} interruptions. Last error: {error}")[:2000]
+            job.save(update_fields=["attempts", "error", "status", "finished_at"])
+            return "failed"
+        job.save(update_fields=["attempts", "error"])
+        deletion_enqueue(job_id=job_id)
+    return "retrying"
+
+
+# --- User actions ----------------------------------------------------------------
+
+
+def deletion_cancel(*, job: DeletionJob, user) -> None:
+    """Ask the runner to stop after its current batch.
+
+    Profiles already deleted stay deleted; the rest stay. A job that has not
+    started yet is cancelled by its runner as soon as it picks it up.
+    """
+    if not user_can_delete_profiles(user):
+        raise PermissionDenied
+    updated = DeletionJob.objects.filter(pk=job.pk, status__in=DeletionJob.ACTIVE_STATUSES).update(
+        cancel_requested=True
+    )
+    if not updated:
+        raise DeletionRefused("This deletion is not running any more.")
+    logger.info("Deletion job %s: cancel requested by %s", job.pk, user.get_username())
+
+
+def deletion_resume(*, job: DeletionJob, user) -> DeletionJob:
+    """Resume a failed job from its cursor."""
+    if not user_can_delete_profiles(user):
+        raise PermissionDenied
+    with transaction.atomic():
+        job = DeletionJob.objects.select_for_update().get(pk=job.pk)
+        if job.status != DeletionJob.Status.FAILED:
+            raise DeletionRefused("Only a failed deletion can be resumed.")
+        job.status = DeletionJob.Status.PENDING
+        job.attempts = 0
+        job.finished_at = None
+        try:
+            with transaction.atomic():
+                job.save(update_fields=["status", "attempts", "finished_at"])
+        except IntegrityError:
+            raise DeletionRefused(
+                "Another deletion of this segment is running; wait for it to end."
+            ) from None
+        deletion_enqueue(job_id=job.pk)
+    logger.info("Deletion job %s resumed by %s", job.pk, user.get_username())
+    return job
+
+
+# --- Watchdog --------------------------------------------------------------------
+
+
+def deletion_watchdog() -> list[int]:
+    """Resume jobs whose worker died: running with a stale heartbeat, or
+    pending with no task picking them up. Each resume counts as an attempt.
+
+    Returns the ids of the jobs it resumed or failed.
+    """
+    stale = timezone.now() - timedelta(seconds=STALE_AFTER_SECONDS)
+    lost = DeletionJob.objects.filter(status__in=DeletionJob.ACTIVE_STATUSES).filter(
+        Q(heartbeat_at__lt=stale)
+        # A pending job has no heartbeat yet: judge it by when it was confirmed.
+        | Q(heartbeat_at__isnull=True, created_at__lt=stale)
+    )
+    touched = []
+    for job_id in lost.values_list("pk", flat=True):
+        if _runner_is_alive(job_id):
+            continue
+        outcome = _record_crash(
+            job_id, "The worker running this deletion stopped (no heartbeat); resuming."
+        )
+        logger.warning("Watchdog: deletion job %s had no heartbeat: %s", job_id, outcome)
+        touched.append(job_id)
+    return touched
+
+
+def _runner_is_alive(job_id: int) -> bool:
+    """A runner holds the job's advisory lock; a slow batch is not a crash."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [ADVISORY_NAMESPACE, job_id])
+        free = cursor.fetchone()[0]
+        if free:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, job_id])
+    return not free

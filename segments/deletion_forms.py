@@ -1,0 +1,29 @@
+from django import forms
+
+
+class DeleteProfilesForm(forms.Form):
+    """Type the segment's exact name to confirm. No stripping, no case folding:
+    "Trial users" is not "trial users" and not "Trial  users"."""
+
+    typed_name = forms.CharField(
+        label="Type the segment's name to confirm",
+        strip=False,
+        max_length=200,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        error_messages={"required": "Type the segment's name to confirm. Nothing was deleted."},
+    )
+    expected_count = forms.IntegerField(min_value=0, required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, segment, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.segment = segment
+        self.fields["typed_name"].widget.attrs["data-confirm-match"] = segment.name
+
+    def clean_typed_name(self):
+        typed = self.cleaned_data["typed_name"]
+        if typed != self.segment.name:
+            raise forms.ValidationError(
+                "That is not the segment's name. Type it exactly as shown, with the same "
+                "capitals and spaces. Nothing was deleted."
+            )
+        return typed

@@ -1,0 +1,22 @@
+from django.urls import path
+
+from segments import deletion_views
+
+urlpatterns = [
+    path("<int:pk>/delete-profiles/", deletion_views.delete_profiles, name="delete_profiles"),
+    path(
+        "<int:pk>/deletions/<int:job_pk>/progress/",
+        deletion_views.deletion_progress,
+        name="deletion_progress",
+    ),
+    path(
+        "<int:pk>/deletions/<int:job_pk>/cancel/",
+        deletion_views.deletion_cancel,
+        name="deletion_cancel",
+    ),
+    path(
+        "<int:pk>/deletions/<int:job_pk>/resume/",
+        deletion_views.deletion_resume,
+        name="deletion_resume",
+    ),
+]

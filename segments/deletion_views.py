@@ -1,0 +1,145 @@
+"""Pages and htmx endpoints of the segment deletion flow.
+
+Every endpoint checks View and Edit access on the server, whatever the page
+showed; writes are POST only and CSRF-protected like every other form.
+"""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from segments import deletion
+from segments.deletion_forms import DeleteProfilesForm
+from segments.deletion_selectors import (
+    deletion_dialog_context,
+    deletion_panel_context,
+    user_can_delete_profiles,
+)
+from segments.models import DeletionJob, Segment
+
+
+def _get_segment_for_deletion(request: HttpRequest, pk: int) -> Segment:
+    """The segment, or 404; 403 unless the user may delete its profiles."""
+    if not user_can_delete_profiles(request.user):
+        raise PermissionDenied
+    return get_object_or_404(Segment, pk=pk)
+
+
+def _get_job(request: HttpRequest, segment_pk: int, job_pk: int, *, write: bool) -> DeletionJob:
+    if write:
+        if not user_can_delete_profiles(request.user):
+            raise PermissionDenied
+    elif not request.user.has_perm("segments.view_segment"):
+        raise PermissionDenied
+    return get_object_or_404(
+        DeletionJob.objects.select_related("segment"), pk=job_pk, segment_id=segment_pk
+    )
+
+
+def _render_dialog(request, segment, form, *, status=200, current_count=None, error=""):
+    context = {
+        "segment": segment,
+        "form": form,
+        "dialog_error": error,
+        **deletion_dialog_context(segment=segment, current_count=current_count),
+    }
+    template = (
+        "segments/_delete_dialog.html"
+        if request.htmx
+        else "segments/delete_profiles.html"
+    )
+    return render(request, template, context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def delete_profiles(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: the confirmation dialog (htmx) or page. POST: confirm and start."""
+    segment = _get_segment_for_deletion(request, pk)
+    active = deletion.deletion_active_job(segment=segment)
+    if request.method == "GET":
+        if active:
+            return _redirect_to_segment(request, segment)
+        form = DeleteProfilesForm(segment=segment, initial={"expected_count": segment.member_count})
+        return _render_dialog(request, segment, form)
+
+    form = DeleteProfilesForm(request.POST, segment=segment)
+    if not form.is_valid():
+        return _render_dialog(request, segment, form, status=400)
+    try:
+        result = deletion.deletion_start(
+            segment=segment,
+            user=request.user,
+            typed_name=form.cleaned_data["typed_name"],
+            expected_count=form.cleaned_data["expected_count"],
+        )
+    except deletion.CountChanged as exc:
+        form = DeleteProfilesForm(segment=segment, initial={"expected_count": exc.current_count})
+        return _render_dialog(
+            request, segment, form, status=409, current_count=exc.current_count, error=str(exc)
+        )
+    except deletion.DeletionRefused as exc:
+        form.add_error("typed_name", str(exc))
+        return _render_dialog(request, segment, form, status=400)
+    if result.created:
+        messages.success(
+            request,
+            f"Deleting {result.job.total:,} profiles from {segment.name}. "
+            "You can leave this page; the deletion goes on.",
+        )
+    else:
+        messages.info(request, "A deletion of this segment is already running; here it is.")
+    return _redirect_to_segment(request, segment)
+
+
+def _redirect_to_segment(request, segment):
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = segment.get_absolute_url()
+        return response
+    return redirect(segment.get_absolute_url() + "#deletion", permanent=False)
+
+
+@require_GET
+@login_required
+def deletion_progress(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+    """The progress partial; htmx polls it while the job is active."""
+    job = _get_job(request, pk, job_pk, write=False)
+    context = {
+        "segment": job.segment,
+        **deletion_panel_context(segment=job.segment, user=request.user),
+        "job": job,
+    }
+    response = render(request, "segments/_deletion_panel.html#progress", context)
+    if request.GET.get("polling") and not job.is_active:
+        # The job just ended: reload the page so the member count, the history
+        # and the menu show the new state. The reloaded page does not poll.
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@require_POST
+@login_required
+def deletion_cancel(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+    job = _get_job(request, pk, job_pk, write=True)
+    try:
+        deletion.deletion_cancel(job=job, user=request.user)
+        messages.info(request, "Stopping the deletion after its current batch.")
+    except deletion.DeletionRefused as exc:
+        messages.error(request, str(exc))
+    return _redirect_to_segment(request, job.segment)
+
+
+@require_POST
+@login_required
+def deletion_resume(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+    job = _get_job(request, pk, job_pk, write=True)
+    try:
+        deletion.deletion_resume(job=job, user=request.user)
+        messages.success(request, "Resumed the deletion where it stopped.")
+    except deletion.DeletionRefused as exc:
+        messages.error(request, str(exc))
+    return _redirect_to_segment(request, job.segment)

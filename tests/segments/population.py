@@ -1,0 +1,91 @@
+"""A population where the segment to delete and the people who stay overlap
+in every way that matters: events, preferences, other segments, campaigns."""
+
+from dataclasses import dataclass
+
+from django.db import connection
+from django.utils import timezone
+
+from messaging.models import MessageActivity
+from segments.models import Segment
+from tests.messaging.factories import CampaignFactory, MessageActivityFactory, MessageFactory
+from tests.profiles.factories import EventFactory, ProfileFactory, SubscriptionPreferenceFactory
+from tests.segments.factories import SegmentFactory, SegmentMembershipFactory
+
+# Every table that holds a profile's data, and its column pointing at Profile.
+PROFILE_TABLES = {
+    "profiles_profile": "id",
+    "profiles_event": "profile_id",
+    "profiles_subscriptionpreference": "profile_id",
+    "segments_segmentmembership": "profile_id",
+    "messaging_message": "profile_id",
+    "messaging_messageactivity": "profile_id",
+}
+
+
+@dataclass
+class Population:
+    segment: Segment
+    other_segment: Segment
+    doomed: list[int]
+    survivors: list[int]
+    campaigns: list
+
+
+def build_population(*, doomed=12, survivors=12, events_each=3, name="Trial users") -> Population:
+    segment = SegmentFactory(name=name)
+    other = SegmentFactory(name=f"Other than {name}")
+    campaigns = [CampaignFactory(name="Launch"), CampaignFactory(name="Digest")]
+    doomed_ids, survivor_ids = [], []
+    for i in range(doomed + survivors):
+        is_doomed = (i % 2 == 0 and len(doomed_ids) < doomed) or len(survivor_ids) >= survivors
+        profile = ProfileFactory(properties={"n": i, "plan": "trial" if is_doomed else "paid"})
+        for k in range(events_each):
+            EventFactory(profile=profile, name=f"event_{k}", properties={"k": k})
+        SubscriptionPreferenceFactory(profile=profile, topic="newsletter", subscribed=i % 3 == 0)
+        SubscriptionPreferenceFactory(profile=profile, topic="product_updates")
+        if is_doomed:
+            SegmentMembershipFactory(segment=segment, profile=profile)
+            doomed_ids.append(profile.pk)
+        else:
+            survivor_ids.append(profile.pk)
+        if i % 3 != 2:  # overlap: both kinds of people in the other segment
+            SegmentMembershipFactory(segment=other, profile=profile)
+        for campaign in campaigns:
+            message = MessageFactory(campaign=campaign, profile=profile)
+            MessageActivityFactory(message=message, kind=MessageActivity.OPEN)
+            if i % 2:
+                MessageActivityFactory(
+                    message=message, kind=MessageActivity.CLICK, url="https://x.test/a"
+                )
+    segment.member_count = len(doomed_ids)
+    segment.last_refreshed_at = timezone.now()
+    segment.save()
+    return Population(segment, other, doomed_ids, survivor_ids, campaigns)
+
+
+def rows_of(profile_ids) -> dict[str, list[str]]:
+    """Every row that belongs to these profiles, as JSON text, per table."""
+    dump = {}
+    with connection.cursor() as cursor:
+        for table, column in PROFILE_TABLES.items():
+            cursor.execute(
+                f"SELECT row_to_json(t)::text FROM {table} t WHERE {column} = ANY(%s) ORDER BY id",
+                [list(profile_ids)],
+            )
+            dump[table] = [row[0] for row in cursor.fetchall()]
+    return dump
+
+
+def activity_counts() -> dict:
+    """Messages, opens and clicks per campaign, as a report counts them."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT m.campaign_id, count(DISTINCT m.id), count(a.id) FILTER (WHERE a.kind = 'open'),
+                   count(a.id) FILTER (WHERE a.kind = 'click')
+            FROM messaging_message m LEFT JOIN messaging_messageactivity a ON a.message_id = m.id
+            GROUP BY m.campaign_id ORDER BY m.campaign_id
+            """
+        )
+        return {row[0]: row[1:] for row in cursor.fetchall()}

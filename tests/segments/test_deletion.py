@@ -1,0 +1,318 @@
+import pytest
+from django.core.exceptions import PermissionDenied
+from django.db import connection
+
+from messaging.models import Message, MessageActivity
+from profiles.models import Event, Profile, SubscriptionPreference
+from segments import deletion
+from segments.models import DeletionJob, DeletionJobProfile, Segment, SegmentMembership
+from tests.profiles.factories import ProfileFactory
+from tests.segments.factories import SegmentMembershipFactory
+from tests.segments.population import activity_counts, build_population, rows_of
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def population():
+    return build_population()
+
+
+def start(population, user, **kwargs):
+    options = {"typed_name": population.segment.name, "expected_count": len(population.doomed)}
+    options.update(kwargs)
+    return deletion.deletion_start(segment=population.segment, user=user, **options).job
+
+
+def run_to_end(job):
+    outcome = None
+    while outcome not in ("completed", "cancelled", "failed"):
+        outcome = deletion.deletion_run(job_id=job.pk, slice_seconds=60)
+    job.refresh_from_db()
+    return outcome
+
+
+def assert_erased(profile_ids):
+    assert not Profile.objects.filter(pk__in=profile_ids).exists()
+    assert not Event.objects.filter(profile_id__in=profile_ids).exists()
+    assert not SubscriptionPreference.objects.filter(profile_id__in=profile_ids).exists()
+    assert not SegmentMembership.objects.filter(profile_id__in=profile_ids).exists()
+    assert not Message.objects.filter(profile_id__in=profile_ids).exists()
+    assert not MessageActivity.objects.filter(profile_id__in=profile_ids).exists()
+
+
+def test_it_deletes_exactly_the_segment_and_leaves_everyone_else_untouched(population, alice):
+    survivors_before = rows_of(population.survivors)
+    counts_before = activity_counts()
+    anonymous_before = Message.objects.filter(profile=None).count()
+
+    job = start(population, alice)
+    assert run_to_end(job) == "completed"
+
+    assert_erased(population.doomed)
+    assert rows_of(population.survivors) == survivors_before
+    assert activity_counts() == counts_before
+    # The doomed people's sends are still counted, unlinked and without email.
+    anonymized = Message.objects.filter(profile=None)
+    assert anonymized.count() - anonymous_before == 2 * len(population.doomed)
+    assert not anonymized.exclude(recipient_email="").exists()
+    assert not MessageActivity.objects.filter(profile=None).exclude(ip_address=None).exists()
+    assert not MessageActivity.objects.filter(profile=None).exclude(user_agent="").exists()
+
+
+def test_the_job_records_what_it_did(population, alice):
+    job = start(population, alice)
+    run_to_end(job)
+    assert job.status == DeletionJob.Status.COMPLETED
+    assert (job.total, job.deleted, job.skipped) == (12, 12, 0)
+    assert job.events_deleted == 12 * 3
+    assert job.preferences_deleted == 12 * 2
+    assert job.messages_anonymized == 12 * 2
+    assert job.created_by_username == "alice"
+    assert job.segment_name == "Trial users"
+    assert job.started_at and job.finished_at and job.finished_at >= job.started_at
+    assert job.percent_done == 100
+
+
+def test_the_segment_remains_with_a_count_of_zero(population, alice):
+    run_to_end(start(population, alice))
+    segment = Segment.objects.get(pk=population.segment.pk)
+    assert segment.member_count == 0
+    assert segment.name == "Trial users"
+
+
+def test_the_set_is_frozen_at_confirmation(population, alice):
+    job = start(population, alice)
+    joiner = ProfileFactory()
+    SegmentMembershipFactory(segment=population.segment, profile=joiner)
+    population.segment.rules = {"match": "all", "conditions": []}
+    population.segment.save()
+
+    run_to_end(job)
+
+    assert Profile.objects.filter(pk=joiner.pk).exists()
+    assert job.total == job.deleted == len(population.doomed)
+
+
+def test_a_profile_deleted_meanwhile_is_counted_as_skipped(population, alice):
+    job = start(population, alice)
+    Profile.objects.filter(pk=population.doomed[0]).delete()
+    run_to_end(job)
+    assert (job.total, job.deleted, job.skipped) == (12, 11, 1)
+
+
+def test_a_wrong_name_deletes_nothing(population, alice):
+    for typed in ("trial users", "Trial  users", "Trial users ", " Trial users", ""):
+        with pytest.raises(deletion.NameMismatch):
+            start(population, alice, typed_name=typed)
+    assert not DeletionJob.objects.exists()
+    assert Profile.objects.filter(pk__in=population.doomed).count() == 12
+
+
+def test_a_changed_count_starts_nothing(population, alice):
+    SegmentMembershipFactory(segment=population.segment)
+    with pytest.raises(deletion.CountChanged) as refused:
+        start(population, alice)
+    assert refused.value.current_count == 13
+    assert not DeletionJob.objects.exists()
+    assert not DeletionJobProfile.objects.exists()
+
+
+def test_a_viewer_cannot_start_a_deletion(population, bob):
+    with pytest.raises(PermissionDenied):
+        start(population, bob)
+    assert not DeletionJob.objects.exists()
+
+
+def test_a_second_confirmation_returns_the_running_job(population, alice):
+    first = deletion.deletion_start(
+        segment=population.segment, user=alice, typed_name="Trial users", expected_count=12
+    )
+    second = deletion.deletion_start(
+        segment=population.segment, user=alice, typed_name="Trial users", expected_count=12
+    )
+    assert first.created and not second.created
+    assert first.job.pk == second.job.pk
+    assert DeletionJob.objects.count() == 1
+
+
+def test_the_database_allows_one_active_deletion_per_segment(population, alice):
+    from django.db import IntegrityError, transaction
+
+    start(population, alice)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        DeletionJob.objects.create(segment=population.segment, segment_name="x")
+
+
+def test_a_job_stopped_after_a_few_batches_resumes_to_the_same_end_state(population, alice):
+    survivors_before = rows_of(population.survivors)
+    job = start(population, alice)
+    for _ in range(3):
+        handled, _elapsed = deletion.deletion_run_batch(job_id=job.pk, batch_size=2)
+        assert handled == 2
+    job.refresh_from_db()
+    assert job.deleted == 6 and job.cursor == sorted(population.doomed)[5]
+    # Deleted so far: exactly the first six by id.
+    assert set(
+        Profile.objects.filter(pk__in=population.doomed).values_list("pk", flat=True)
+    ) == set(sorted(population.doomed)[6:])
+
+    run_to_end(job)
+
+    assert_erased(population.doomed)
+    assert rows_of(population.survivors) == survivors_before
+    assert (job.deleted, job.skipped) == (12, 0)
+
+
+def test_a_batch_that_fails_rolls_back_with_its_cursor(population, alice, monkeypatch):
+    job = start(population, alice)
+    deletion.deletion_run_batch(job_id=job.pk, batch_size=4)
+    real_erase = deletion.profiles_erase
+
+    def erase_then_crash(**kwargs):
+        real_erase(**kwargs)
+        raise RuntimeError("worker crashed mid-batch")
+
+    monkeypatch.setattr(deletion, "profiles_erase", erase_then_crash)
+    with pytest.raises(RuntimeError):
+        deletion.deletion_run_batch(job_id=job.pk, batch_size=4)
+    job.refresh_from_db()
+    assert job.deleted == 4
+    assert Profile.objects.filter(pk__in=population.doomed).count() == 8
+    assert Event.objects.filter(profile_id__in=sorted(population.doomed)[4:]).count() == 8 * 3
+
+
+def test_an_unexpected_error_fails_the_job_with_the_reason(population, alice, monkeypatch):
+    job = start(population, alice)
+
+    def broken(**kwargs):
+        raise ValueError("disk on fire")
+
+    monkeypatch.setattr(deletion, "profiles_erase", broken)
+    assert deletion.deletion_run(job_id=job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.status == DeletionJob.Status.FAILED
+    assert "disk on fire" in job.error
+    assert Profile.objects.filter(pk__in=population.doomed).count() == 12
+
+
+def test_a_failed_job_can_be_resumed_by_an_editor(population, alice, bob):
+    job = start(population, alice)
+    deletion.deletion_run_batch(job_id=job.pk, batch_size=5)
+    DeletionJob.objects.filter(pk=job.pk).update(status="failed", error="boom")
+    job.refresh_from_db()
+    with pytest.raises(PermissionDenied):
+        deletion.deletion_resume(job=job, user=bob)
+    deletion.deletion_resume(job=job, user=alice)
+    assert run_to_end(job) == "completed"
+    assert (job.deleted, job.skipped) == (12, 0)
+    assert_erased(population.doomed)
+
+
+def test_only_a_failed_job_can_be_resumed(population, alice):
+    job = start(population, alice)
+    with pytest.raises(deletion.DeletionRefused):
+        deletion.deletion_resume(job=job, user=alice)
+
+
+def test_cancel_stops_after_the_current_batch_and_keeps_the_rest(population, alice):
+    job = start(population, alice)
+    deletion.deletion_run_batch(job_id=job.pk, batch_size=5)
+    deletion.deletion_cancel(job=job, user=alice)
+    assert run_to_end(job) == "cancelled"
+    assert job.status == DeletionJob.Status.CANCELLED and job.finished_at
+    assert job.deleted == 5
+    assert Profile.objects.filter(pk__in=population.doomed).count() == 7
+
+
+def test_a_new_deletion_after_cancel_deletes_the_rest(population, alice):
+    job = start(population, alice)
+    deletion.deletion_run_batch(job_id=job.pk, batch_size=5)
+    deletion.deletion_cancel(job=job, user=alice)
+    run_to_end(job)
+    population.segment.refresh_from_db()
+    # The membership of the deleted five went with them: 7 remain.
+    second = start(population, alice, expected_count=7)
+    assert second.pk != job.pk
+    run_to_end(second)
+    assert_erased(population.doomed)
+
+
+def test_a_duplicate_delivery_exits_while_a_runner_holds_the_job(
+    population, alice, django_db_blocker
+):
+    job = start(population, alice)
+    # Hold the job's advisory lock from another connection, as a runner would.
+    from django.db import connections
+
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [deletion.ADVISORY_NAMESPACE, job.pk])
+        assert deletion.deletion_run(job_id=job.pk) == "busy"
+        assert Profile.objects.filter(pk__in=population.doomed).count() == 12
+    finally:
+        other.close()
+    assert run_to_end(job) == "completed"
+
+
+def test_the_watchdog_resumes_a_job_without_heartbeat(
+    population, alice, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = start(population, alice)
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="running", heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert deletion.deletion_watchdog() == [job.pk]
+    assert len(callbacks) == 1  # the job is enqueued again
+    job.refresh_from_db()
+    assert job.attempts == 1 and job.status == "running"
+
+
+def test_the_watchdog_fails_a_job_after_too_many_crashes(population, alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = start(population, alice)
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="running",
+        heartbeat_at=timezone.now() - timedelta(minutes=5),
+        attempts=deletion.MAX_ATTEMPTS - 1,
+    )
+    deletion.deletion_watchdog()
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert "Stopped after" in job.error and "no heartbeat" in job.error
+
+
+def test_the_watchdog_leaves_a_fresh_job_alone(population, alice):
+    job = start(population, alice)
+    deletion.deletion_run_batch(job_id=job.pk, batch_size=2)
+    assert deletion.deletion_watchdog() == []
+
+
+def test_confirming_enqueues_the_job_on_commit(
+    population, alice, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        start(population, alice)
+    assert len(callbacks) == 1
+
+
+def test_snapshot_rows_are_plain_ids_not_a_relation_erasure_would_follow():
+    from profiles.models import Profile as P
+
+    related = {rel.related_model for rel in P._meta.related_objects}
+    assert DeletionJobProfile not in related
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM information_schema.table_constraints "
+            "WHERE table_name = 'segments_deletionjobprofile' AND constraint_type = 'FOREIGN KEY'"
+        )
+        assert cursor.fetchone()[0] == 1  # to the job only
