@@ -19,3 +19,19 @@ def check_q_cluster_retry_exceeds_timeout(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register()
+def check_deletion_slice_fits_in_timeout(app_configs, **kwargs):
+    """A deletion slice must end well before django-q2 kills the task."""
+    timeout = getattr(settings, "Q_CLUSTER", {}).get("timeout") or 0
+    slice_seconds = getattr(settings, "DELETION_SLICE_SECONDS", 0)
+    if slice_seconds * 2 > timeout:
+        return [
+            Error(
+                f"DELETION_SLICE_SECONDS ({slice_seconds}) must be at most half of "
+                f"Q_CLUSTER['timeout'] ({timeout}).",
+                id="segments.E002",
+            )
+        ]
+    return []

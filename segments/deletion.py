@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import (
     DatabaseError,
@@ -48,14 +49,9 @@ logger = logging.getLogger(__name__)
 
 # pg_advisory_lock(key1, key2): our namespace, then the job id.
 ADVISORY_NAMESPACE = 0x5E6D
-# A run gives its worker back after this long and continues in a new task,
-# far below Q_CLUSTER["timeout"].
-SLICE_SECONDS = 20.0
 # Batches are sized to take about this long, to keep locks short.
 TARGET_BATCH_SECONDS = 0.2
 MIN_BATCH, FIRST_BATCH, MAX_BATCH = 50, 500, 5000
-# A running job whose heartbeat is older than this has lost its worker.
-STALE_AFTER_SECONDS = 90
 # Crashes (watchdog resumes, dropped connections) before a job is failed.
 MAX_ATTEMPTS = 5
 
@@ -205,8 +201,9 @@ class _AdvisoryLock:
             connection.close()
 
 
-def deletion_run(*, job_id: int, slice_seconds: float = SLICE_SECONDS) -> str:
-    """Work on the job for up to ``slice_seconds``, then continue in a new task.
+def deletion_run(*, job_id: int, slice_seconds: float | None = None) -> str:
+    """Work on the job for up to ``slice_seconds`` (DELETION_SLICE_SECONDS, far
+    below Q_CLUSTER["timeout"]), then continue in a new task.
 
     Returns what happened, for logs and tests: "busy" (another runner has the
     job), "gone", "finished" (already done), "completed", "cancelled",
@@ -217,7 +214,7 @@ def deletion_run(*, job_id: int, slice_seconds: float = SLICE_SECONDS) -> str:
             logger.info("Deletion job %s already has a runner; this delivery exits.", job_id)
             return "busy"
         try:
-            return _run_slice(job_id, slice_seconds)
+            return _run_slice(job_id, slice_seconds or settings.DELETION_SLICE_SECONDS)
         except (OperationalError, InterfaceError) as exc:
             # The database went away mid-batch; the batch rolled back.
             connection.close()
@@ -392,7 +389,7 @@ def deletion_watchdog() -> list[int]:
 
     Returns the ids of the jobs it resumed or failed.
     """
-    stale = timezone.now() - timedelta(seconds=STALE_AFTER_SECONDS)
+    stale = timezone.now() - timedelta(seconds=settings.DELETION_STALE_AFTER_SECONDS)
     lost = DeletionJob.objects.filter(status__in=DeletionJob.ACTIVE_STATUSES).filter(
         Q(heartbeat_at__lt=stale)
         # A pending job has no heartbeat yet: judge it by when it was confirmed.

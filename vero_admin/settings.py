@@ -181,6 +181,12 @@ Q_CLUSTER = {
     "ack_failures": True,
     "label": "Background tasks",
 }
+# A deletion task works this long, then continues in a fresh task; a running
+# job whose heartbeat is older than DELETION_STALE_AFTER_SECONDS has lost its
+# worker and is resumed by the watchdog.
+DELETION_SLICE_SECONDS = env_int("DELETION_SLICE_SECONDS", 20)
+DELETION_STALE_AFTER_SECONDS = env_int("DELETION_STALE_AFTER_SECONDS", 90)
+
 if env_bool("Q_SYNC", False):
     Q_CLUSTER["sync"] = True
 
