@@ -43,7 +43,13 @@ from django.utils import timezone
 
 from profiles.erasure import profiles_erase
 from segments.deletion_selectors import user_can_delete_profiles
-from segments.models import DeletionJob, DeletionJobProfile, Segment, SegmentMembership
+from segments.models import (
+    DeletionBatch,
+    DeletionJob,
+    DeletionJobProfile,
+    Segment,
+    SegmentMembership,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +302,9 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> tuple[int, float]:
             batches=F("batches") + 1,
             longest_batch_ms=Greatest("longest_batch_ms", elapsed_ms),
             heartbeat_at=timezone.now(),
+        )
+        DeletionBatch.objects.create(
+            job_id=job_id, profiles=len(profile_ids), duration_ms=elapsed_ms
         )
     return len(profile_ids), time.monotonic() - started
 

@@ -43,9 +43,9 @@ class Segment(models.Model):
 
     @property
     def is_refreshing(self):
-        if self.refresh_requested_at is None:
-            return False
-        return self.last_refreshed_at is None or self.refresh_requested_at > self.last_refreshed_at
+        """A refresh was asked for and has not finished (the refresh that
+        serves a request clears it; a failed one records ``refresh_error``)."""
+        return self.refresh_requested_at is not None and not self.refresh_error
 
     @property
     def is_stale(self):
@@ -179,3 +179,22 @@ class DeletionJobProfile(models.Model):
 
     def __str__(self):
         return f"{self.profile_id} in job {self.job_id}"
+
+
+class DeletionBatch(models.Model):
+    """One committed batch of a deletion job: how many profiles, how long.
+
+    Written in the batch's own transaction, so it exists only if the batch
+    did; the benchmark and the admin read batch durations from here.
+    """
+
+    job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="batch_log")
+    profiles = models.PositiveIntegerField()
+    duration_ms = models.PositiveIntegerField()
+    finished_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "finished_at"], name="deletionbatch_job_idx")]
+
+    def __str__(self):
+        return f"{self.profiles} profiles in {self.duration_ms} ms"

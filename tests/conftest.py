@@ -1,7 +1,20 @@
+import os
+
 import pytest
 from django.contrib.auth.models import Group, User
 
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """One test database per pytest process, so two runs on one server
+    (two terminals, or CI beside a developer) never share or drop each other's."""
+    from django.conf import settings
+
+    test = settings.DATABASES["default"].setdefault("TEST", {})
+    if not os.environ.get("TEST_DATABASE_NAME"):
+        test["NAME"] = f"test_{settings.DATABASES['default']['NAME']}_{os.getpid()}"
 
 
 def _user(username, *groups, **extra):
