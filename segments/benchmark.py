@@ -1,0 +1,896 @@
+"""The deletion benchmark: our job against the physical floor and the naive way.
+
+``python manage.py benchmark_deletion`` builds one dataset in a template
+database, then measures each contender on an identical copy of it
+(``CREATE DATABASE ... TEMPLATE``):
+
+- ours: the job exactly as the UI starts it (``deletion_start``), run by a
+  real ``qcluster`` process, while a sampler measures the web pages and the
+  ingestion API served by gunicorn, and another samples the worker's memory;
+- the floor: the same erasure as one set-based transaction, no batches;
+- the naive way: the Django ORM's ``delete()`` and ``update()``, as a typical
+  app would write it, in a child process whose peak memory is measured.
+
+It then verifies each end state and prints one table. Figures are figures:
+nothing here asserts a timing.
+"""
+
+import http.client
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import psycopg
+from django.conf import settings
+from django.db import connection, connections
+
+BENCH_SEGMENT = "Benchmark: profiles to delete"
+BASE_DIR = Path(settings.BASE_DIR)
+INGEST_EVENT = "bench_ingest"
+
+# Tables holding a profile's data, and the column that points at the profile.
+PROFILE_TABLES = {
+    "profiles_profile": "id",
+    "profiles_event": "profile_id",
+    "profiles_subscriptionpreference": "profile_id",
+    "segments_segmentmembership": "profile_id",
+    "messaging_message": "profile_id",
+    "messaging_messageactivity": "profile_id",
+}
+
+
+@dataclass
+class BenchConfig:
+    profiles: int = 10_000
+    events_per_profile: int = 10
+    segment_share: float = 0.5
+    requests: int = 200
+    naive: bool = True
+    http: bool = True
+    prefix: str = "vero_bench"
+    keep: bool = False
+
+
+@dataclass
+class Results:
+    figures: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
+
+
+def percentile(values, p):
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _latency_summary(samples_ms):
+    return {
+        "n": len(samples_ms),
+        "p50_ms": _round(percentile(samples_ms, 50)),
+        "p95_ms": _round(percentile(samples_ms, 95)),
+        "p99_ms": _round(percentile(samples_ms, 99)),
+    }
+
+
+def _round(value, digits=1):
+    return None if value is None else round(value, digits)
+
+
+# --- databases -----------------------------------------------------------------
+
+
+class Databases:
+    """Creates and drops the benchmark databases on the configured server."""
+
+    def __init__(self, prefix):
+        self.base = dict(settings.DATABASES["default"])
+        self.original_name = self.base["NAME"]
+        self.prefix = prefix
+        self.template = f"{prefix}_template"
+
+    def _admin(self):
+        params = self._params("postgres")
+        return psycopg.connect(**params, autocommit=True)
+
+    def _params(self, name):
+        options = self.base.get("OPTIONS", {})
+        params = {"dbname": name, "user": self.base.get("USER") or None}
+        host = self.base.get("HOST") or options.get("host")
+        if host:
+            params["host"] = host
+        if self.base.get("PORT"):
+            params["port"] = self.base["PORT"]
+        if self.base.get("PASSWORD"):
+            params["password"] = self.base["PASSWORD"]
+        return params
+
+    def url(self, name):
+        p = self._params(name)
+        auth = f"{p.get('user') or ''}:{p.get('password') or ''}@"
+        host = p.get("host", "")
+        if host.startswith("/"):
+            port = f"&port={p['port']}" if p.get("port") else ""
+            return f"postgresql://{auth}/{name}?host={host}{port}"
+        return f"postgresql://{auth}{host}:{p.get('port') or 5432}/{name}"
+
+    def recreate(self, name, template=None):
+        connections.close_all()
+        with self._admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if template:
+                admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            else:
+                admin.execute(f'CREATE DATABASE "{name}"')
+
+    def drop(self, name):
+        connections.close_all()
+        with self._admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    @contextmanager
+    def use(self, name):
+        """Point this process's Django connection at another database."""
+        connections.close_all()
+        settings.DATABASES["default"]["NAME"] = name
+        connection.settings_dict["NAME"] = name
+        try:
+            yield
+        finally:
+            connections.close_all()
+            settings.DATABASES["default"]["NAME"] = self.original_name
+            connection.settings_dict["NAME"] = self.original_name
+
+    def size(self, name):
+        with self._admin() as admin:
+            return admin.execute("SELECT pg_database_size(%s)", [name]).fetchone()[0]
+
+
+def _manage(args, *, database_url, extra_env=None, capture=True):
+    env = {**os.environ, "DATABASE_URL": database_url, **(extra_env or {})}
+    return subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), *args],
+        env=env,
+        cwd=BASE_DIR,
+        check=True,
+        capture_output=capture,
+        text=True,
+    )
+
+
+# --- dataset -------------------------------------------------------------------
+
+
+def build_template(config: BenchConfig, dbs: Databases, log) -> dict:
+    dbs.recreate(dbs.template)
+    url = dbs.url(dbs.template)
+    figures = {}
+    t0 = time.monotonic()
+    _manage(["migrate", "--noinput"], database_url=url)
+    figures["migrate_s"] = round(time.monotonic() - t0, 2)
+    t0 = time.monotonic()
+    _manage(
+        [
+            "seed_demo",
+            "--profiles",
+            str(config.profiles),
+            "--events-per-profile",
+            str(config.events_per_profile),
+            "--no-users",
+            "--no-refresh",
+        ],
+        database_url=url,
+    )
+    figures["seed_demo_s"] = round(time.monotonic() - t0, 2)
+    log(f"  seeded {config.profiles:,} profiles in {figures['seed_demo_s']}s")
+    every = max(1, round(1 / config.segment_share)) if config.segment_share > 0 else 0
+    with dbs.use(dbs.template):
+        from segments.models import Segment
+
+        with connection.cursor() as cursor:
+            bench = Segment.objects.create(
+                name=BENCH_SEGMENT, description="Interleaved with profiles that stay."
+            )
+            others = [
+                Segment.objects.create(name=f"Benchmark: other {label}") for label in ("A", "B")
+            ]
+            # The segment to delete: every `every`-th profile, interleaved with survivors.
+            cursor.execute(
+                "INSERT INTO segments_segmentmembership (segment_id, profile_id, joined_at) "
+                "SELECT %s, id, now() FROM profiles_profile WHERE id %% %s = 0",
+                [bench.pk, every],
+            )
+            members = cursor.rowcount
+            # Memberships in other segments, overlapping both groups.
+            cursor.execute(
+                "INSERT INTO segments_segmentmembership (segment_id, profile_id, joined_at) "
+                "SELECT %s, id, now() FROM profiles_profile WHERE id %% 3 = 0",
+                [others[0].pk],
+            )
+            cursor.execute(
+                "INSERT INTO segments_segmentmembership (segment_id, profile_id, joined_at) "
+                "SELECT %s, id, now() FROM profiles_profile WHERE id %% 5 IN (1, 2)",
+                [others[1].pk],
+            )
+            Segment.objects.filter(pk=bench.pk).update(member_count=members)
+        figures["segment_members"] = members
+        figures.update(_time_refresh(log))
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
+            cursor.execute(
+                "SELECT (SELECT count(*) FROM profiles_event), "
+                "(SELECT count(*) FROM profiles_subscriptionpreference), "
+                "(SELECT count(*) FROM messaging_message), "
+                "(SELECT count(*) FROM messaging_messageactivity), "
+                "(SELECT count(*) FROM segments_segmentmembership)"
+            )
+            events, prefs, messages, activity, memberships = cursor.fetchone()
+    figures.update(
+        events=events,
+        preferences=prefs,
+        messages=messages,
+        activity=activity,
+        memberships=memberships,
+        database_mb=round(dbs.size(dbs.template) / 2**20),
+    )
+    return figures
+
+
+def _time_refresh(log) -> dict:
+    """How long a rule-based refresh takes at this size (a demo segment)."""
+    try:
+        from segments.services import segment_refresh
+    except ImportError:  # refresh not available in this build
+        return {}
+    from segments.management.commands.seed_demo import DEMO_SEGMENTS
+    from segments.models import Segment
+
+    figures = {}
+    name, description, rules = DEMO_SEGMENTS[0]
+    segment, _ = Segment.objects.get_or_create(
+        name=name, defaults={"description": description, "rules": rules}
+    )
+    t0 = time.monotonic()
+    count = segment_refresh(segment=segment)
+    figures["refresh_s"] = round(time.monotonic() - t0, 2)
+    figures["refresh_members"] = count
+    log(f"  refreshed {name!r} ({count:,} profiles) in {figures['refresh_s']}s")
+    return figures
+
+
+def _snapshot_profile_ids_sql():
+    return (
+        "SELECT profile_id FROM segments_segmentmembership m JOIN segments_segment s "
+        "ON s.id = m.segment_id WHERE s.name = %s"
+    )
+
+
+def survivor_checksums(doomed_sql, params, *, max_profile_id=None) -> dict:
+    """One checksum per table over every row of every profile that must stay
+    (ingested benchmark events, profiles created during the run and
+    profiles' updated_at excluded)."""
+    if max_profile_id is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT coalesce(max(id), 0) FROM profiles_profile")
+            max_profile_id = cursor.fetchone()[0]
+    sums = {"max_profile_id": max_profile_id}
+    with connection.cursor() as cursor:
+        for table, column in PROFILE_TABLES.items():
+            extra = f" AND t.{column} <= {int(max_profile_id)}"
+            if table == "profiles_event":
+                extra += f" AND t.name <> '{INGEST_EVENT}'"
+            cursor.execute(
+                f"""
+                SELECT count(*), md5(coalesce(string_agg(
+                    (to_jsonb(t) - 'updated_at')::text, '|' ORDER BY t.id), ''))
+                FROM {table} t
+                WHERE t.{column} IS NOT NULL AND t.{column} NOT IN ({doomed_sql}){extra}
+                """,
+                params,
+            )
+            sums[table] = cursor.fetchone()
+    return sums
+
+
+def campaign_counts() -> list:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT m.campaign_id, count(DISTINCT m.id), count(a.id) "
+            "FROM messaging_message m LEFT JOIN messaging_messageactivity a "
+            "ON a.message_id = m.id GROUP BY 1 ORDER BY 1"
+        )
+        return cursor.fetchall()
+
+
+def leftovers(doomed_sql, params) -> dict:
+    """Rows of doomed profiles that still exist, and anonymized rows with personal data."""
+    found = {}
+    with connection.cursor() as cursor:
+        for table, column in PROFILE_TABLES.items():
+            cursor.execute(
+                f"SELECT count(*) FROM {table} WHERE {column} IN ({doomed_sql})",
+                params,
+            )
+            found[table] = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT count(*) FROM messaging_message WHERE profile_id IS NULL "
+            "AND recipient_email <> ''"
+        )
+        found["anonymized messages with email"] = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT count(*) FROM messaging_messageactivity WHERE profile_id IS NULL "
+            "AND (ip_address IS NOT NULL OR user_agent <> '')"
+        )
+        found["anonymized activity with IP or agent"] = cursor.fetchone()[0]
+    return found
+
+
+# --- contenders ----------------------------------------------------------------
+
+
+def _snapshot_ids_of_job(job_id):
+    return "SELECT profile_id FROM segments_deletionjobprofile WHERE job_id = %s", [job_id]
+
+
+def run_floor(dbs: Databases, name: str, log) -> dict:
+    """The same erasure as one set-based transaction: the physical limit."""
+    dbs.recreate(name, template=dbs.template)
+    with dbs.use(name):
+        from django.contrib.auth.models import User
+
+        from segments.models import DeletionJob, Segment
+
+        segment = Segment.objects.get(name=BENCH_SEGMENT)
+        user = User.objects.create(username="bench-floor")
+        job = DeletionJob.objects.create(
+            segment=segment,
+            segment_name=segment.name,
+            created_by=user,
+            created_by_username=user.username,
+            status="completed",
+        )
+        from segments.deletion import _snapshot_membership
+
+        total = _snapshot_membership(job=job, segment=segment)
+        doomed_sql, params = _snapshot_ids_of_job(job.pk)
+        before = survivor_checksums(doomed_sql, params)
+        counts_before = campaign_counts()
+        snap = "segments_deletionjobprofile"
+        statements = [
+            f"UPDATE messaging_message t SET profile_id = NULL, recipient_email = '' "
+            f"FROM {snap} s WHERE s.job_id = %s AND t.profile_id = s.profile_id",
+            f"UPDATE messaging_messageactivity t SET profile_id = NULL, ip_address = NULL, "
+            f"user_agent = '' FROM {snap} s WHERE s.job_id = %s AND t.profile_id = s.profile_id",
+            f"DELETE FROM profiles_event t USING {snap} s "
+            f"WHERE s.job_id = %s AND t.profile_id = s.profile_id",
+            f"DELETE FROM profiles_subscriptionpreference t USING {snap} s "
+            f"WHERE s.job_id = %s AND t.profile_id = s.profile_id",
+            f"DELETE FROM segments_segmentmembership t USING {snap} s "
+            f"WHERE s.job_id = %s AND t.profile_id = s.profile_id",
+            f"DELETE FROM profiles_profile t USING {snap} s "
+            f"WHERE s.job_id = %s AND t.id = s.profile_id",
+        ]
+        connection.ensure_connection()
+        t0 = time.monotonic()
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+            rows = []
+            for sql in statements:
+                cursor.execute(sql, [job.pk])
+                rows.append(cursor.rowcount)
+            cursor.execute("COMMIT")
+        seconds = time.monotonic() - t0
+        log(f"  floor: {total:,} profiles in {seconds:.2f}s")
+        result = {
+            "seconds": round(seconds, 3),
+            "profiles": rows[-1],
+            "events": rows[2],
+            "activity_anonymized": rows[1],
+            "survivors_unchanged": survivor_checksums(
+                doomed_sql, params, max_profile_id=before["max_profile_id"]
+            )
+            == before,
+            "campaign_counts_unchanged": campaign_counts() == counts_before,
+            "leftovers": leftovers(doomed_sql, params),
+        }
+    return result
+
+
+NAIVE_CHILD = r"""
+import json, os, resource, sys, time
+import django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vero_admin.settings")
+django.setup()
+from messaging.models import Message, MessageActivity
+from profiles.models import Profile
+from segments.models import Segment
+segment = Segment.objects.get(name=sys.argv[1])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.monotonic()
+people = Profile.objects.filter(memberships__segment=segment)
+Message.objects.filter(profile__in=people).update(recipient_email="")
+MessageActivity.objects.filter(profile__in=people).update(ip_address=None, user_agent="")
+deleted, per_model = people.delete()
+seconds = time.monotonic() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": seconds, "peak_rss_mb": peak / 1024,
+                  "growth_mb": (peak - base) / 1024, "per_model": per_model}))
+"""
+
+
+def run_naive(dbs: Databases, name: str, log) -> dict:
+    dbs.recreate(name, template=dbs.template)
+    with dbs.use(name):
+        doomed_sql = _snapshot_profile_ids_sql()
+        # Freeze the doomed ids before the naive delete removes the memberships.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TABLE bench_doomed AS {doomed_sql}",
+                [BENCH_SEGMENT],
+            )
+        frozen = "SELECT profile_id FROM bench_doomed"
+        before = survivor_checksums(frozen, [])
+        counts_before = campaign_counts()
+    env = {**os.environ, "DATABASE_URL": dbs.url(name)}
+    proc = subprocess.run(
+        [sys.executable, "-c", NAIVE_CHILD, BENCH_SEGMENT],
+        env=env,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    log(f"  naive: {result['seconds']:.2f}s, peak RSS {result['peak_rss_mb']:.0f} MB")
+    with dbs.use(name):
+        result["survivors_unchanged"] = (
+            survivor_checksums(frozen, [], max_profile_id=before["max_profile_id"]) == before
+        )
+        result["campaign_counts_unchanged"] = campaign_counts() == counts_before
+        result["leftovers"] = leftovers(frozen, [])
+    result["seconds"] = round(result["seconds"], 3)
+    result["peak_rss_mb"] = round(result["peak_rss_mb"], 1)
+    result["growth_mb"] = round(result["growth_mb"], 1)
+    return result
+
+
+# --- ours, with the web and API under load --------------------------------------
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """gunicorn, the production server, on a loopback port."""
+
+    def __init__(self, database_url):
+        self.port = _free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DEBUG": "0",
+            # The same key as this process, which signs the session it logs in with.
+            "SECRET_KEY": settings.SECRET_KEY,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECURE_SSL_REDIRECT": "0",
+        }
+        self.process = None
+
+    def __enter__(self):
+        subprocess.run(
+            [sys.executable, str(BASE_DIR / "manage.py"), "collectstatic", "--noinput", "-v0"],
+            env=self.env,
+            cwd=BASE_DIR,
+            check=True,
+        )
+        self.process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "vero_admin.wsgi",
+                "-w",
+                "2",
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "--log-level",
+                "warning",
+            ],
+            env=self.env,
+            cwd=BASE_DIR,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                status, _ = self.request("GET", "/api/v2/heartbeat")
+                if status < 500:
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not start")
+
+    def __exit__(self, *exc):
+        if self.process:
+            self.process.terminate()
+            self.process.wait(20)
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            response.read()
+            return response.status, response
+        finally:
+            conn.close()
+
+
+class Sampler:
+    """Issues the four kinds of request in turn, recording latencies, until stopped."""
+
+    def __init__(self, server, requests, *, limit):
+        self.server = server
+        self.requests = requests  # name -> callable returning (method, path, body, headers)
+        self.limit = limit
+        self.samples = {name: [] for name in requests}
+        self.errors = dict.fromkeys(requests, 0)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        i = 0
+        names = list(self.requests)
+        while not self._stop.is_set() and i < self.limit * len(names):
+            name = names[i % len(names)]
+            method, path, body, headers = self.requests[name](i)
+            t0 = time.perf_counter()
+            try:
+                status, _ = self.server.request(method, path, body, headers)
+            except OSError:
+                status = 599
+            self.samples[name].append((time.perf_counter() - t0) * 1000)
+            if status != 200:
+                self.errors[name] += 1
+            i += 1
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(60)
+
+    def run_to_end(self):
+        self.thread.start()
+        self.thread.join()
+
+
+class RssSampler:
+    """Peak resident memory of the qcluster processes, sampled every 20 ms."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak_worker = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        root = psutil.Process(self.pid)
+        while not self._stop.is_set():
+            try:
+                for child in root.children(recursive=True):
+                    with suppress(psutil.Error):
+                        self.peak_worker = max(self.peak_worker, child.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.02)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(5)
+
+
+def _session_cookie(user):
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
+def _api_key():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("create_api_key", "benchmark", stdout=out)
+    return out.getvalue().strip().splitlines()[-1].strip()
+
+
+def run_ours(config: BenchConfig, dbs: Databases, name: str, log) -> dict:
+    dbs.recreate(name, template=dbs.template)
+    url = dbs.url(name)
+    with dbs.use(name):
+        from django.contrib.auth.models import Group, User
+
+        from segments.deletion import deletion_start
+        from segments.models import DeletionBatch, DeletionJob, Segment
+
+        segment = Segment.objects.get(name=BENCH_SEGMENT)
+        user = User.objects.create_user("bench-editor")
+        user.groups.add(Group.objects.get(name="Editors"))
+        # Confirmed as the UI does it; no worker runs yet, so the job waits.
+        job = deletion_start(
+            segment=segment,
+            user=user,
+            typed_name=segment.name,
+            expected_count=segment.member_count,
+        ).job
+        doomed_sql, params = _snapshot_ids_of_job(job.pk)
+        before = survivor_checksums(doomed_sql, params)
+        counts_before = campaign_counts()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT (SELECT user_id FROM profiles_profile WHERE id IN "
+                f"({doomed_sql}) AND user_id IS NOT NULL ORDER BY id DESC LIMIT 1), "
+                "(SELECT user_id FROM profiles_profile WHERE id NOT IN "
+                f"({doomed_sql}) AND user_id IS NOT NULL ORDER BY id DESC LIMIT 1)",
+                params + params,
+            )
+            inside_user, outside_user = cursor.fetchone()
+        cookie = _session_cookie(user) if config.http else None
+        api_key = _api_key() if config.http else None
+
+    figures = {"total": job.total}
+    latency = {}
+    if config.http:
+        server = Server(url).__enter__()
+    try:
+        requests = {}
+        if config.http:
+            page_headers = {"Cookie": cookie}
+            api_headers = {"Content-Type": "application/json"}
+
+            def api(user_id):
+                def make(i):
+                    body = json.dumps(
+                        {
+                            "tracking_api_key": api_key,
+                            "identity": {"id": user_id},
+                            "event_name": INGEST_EVENT,
+                            "data": {"i": i},
+                        }
+                    )
+                    return "POST", "/api/v2/events/track", body, api_headers
+
+                return make
+
+            requests = {
+                "progress": lambda i: (
+                    "GET",
+                    f"/segments/{segment.pk}/deletions/{job.pk}/progress/",
+                    None,
+                    page_headers,
+                ),
+                "segment page": lambda i: ("GET", f"/segments/{segment.pk}/", None, page_headers),
+                "ingest outside": api(outside_user),
+                "ingest inside": api(inside_user),
+            }
+            idle = Sampler(server, requests, limit=config.requests)
+            idle.run_to_end()
+            for key, samples in idle.samples.items():
+                latency[key] = {"idle": _latency_summary(samples), "idle_errors": idle.errors[key]}
+            log("  idle latencies measured")
+
+        cluster = subprocess.Popen(
+            [sys.executable, str(BASE_DIR / "manage.py"), "qcluster"],
+            env={**os.environ, "DATABASE_URL": url, "Q_WORKERS": "1"},
+            cwd=BASE_DIR,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        rss = RssSampler(cluster.pid).start()
+        busy = Sampler(server, requests, limit=10**9).start() if config.http else None
+        with dbs.use(name):
+            while True:
+                state = DeletionJob.objects.get(pk=job.pk)
+                if not state.is_active:
+                    break
+                time.sleep(0.05)
+        if busy:
+            busy.stop()
+        rss.stop()
+        os.killpg(cluster.pid, signal.SIGTERM)
+        try:
+            cluster.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait(10)
+        if busy:
+            for key, samples in busy.samples.items():
+                latency[key]["during"] = _latency_summary(samples)
+                latency[key]["during_errors"] = busy.errors[key]
+    finally:
+        if config.http:
+            server.__exit__(None, None, None)
+
+    with dbs.use(name):
+        job = DeletionJob.objects.get(pk=job.pk)
+        batch_ms = list(DeletionBatch.objects.filter(job=job).values_list("duration_ms", flat=True))
+        seconds = (job.finished_at - job.started_at).total_seconds()
+        figures.update(
+            status=job.status,
+            error=job.error,
+            seconds=round(seconds, 3),
+            deleted=job.deleted,
+            skipped=job.skipped,
+            events=job.events_deleted,
+            activity_anonymized=job.activity_anonymized,
+            profiles_per_s=round(job.deleted / seconds) if seconds else None,
+            events_per_s=round(job.events_deleted / seconds) if seconds else None,
+            activity_per_s=round(job.activity_anonymized / seconds) if seconds else None,
+            batches=len(batch_ms),
+            longest_batch_ms=max(batch_ms, default=0),
+            p95_batch_ms=percentile(batch_ms, 95),
+            mean_batch_ms=round(statistics.mean(batch_ms), 1) if batch_ms else None,
+            worker_peak_rss_mb=round(rss.peak_worker / 2**20, 1),
+            survivors_unchanged=survivor_checksums(
+                doomed_sql, params, max_profile_id=before["max_profile_id"]
+            )
+            == before,
+            campaign_counts_unchanged=campaign_counts() == counts_before,
+            leftovers=leftovers(doomed_sql, params),
+            latency=latency,
+        )
+    log(f"  ours: {job.deleted:,} profiles in {seconds:.2f}s ({job.status})")
+    return figures
+
+
+# --- the whole run --------------------------------------------------------------
+
+
+def benchmark_deletion(config: BenchConfig, log=print) -> dict:
+    dbs = Databases(config.prefix)
+    started = time.monotonic()
+    log(f"Building {config.profiles:,} profiles x {config.events_per_profile} events…")
+    data = build_template(config, dbs, log)
+    names = {k: f"{config.prefix}_{k}" for k in ("ours", "floor", "naive")}
+    result = {"data": data, "machine": machine_info(dbs)}
+    try:
+        result["ours"] = run_ours(config, dbs, names["ours"], log)
+        if not config.keep:
+            dbs.drop(names["ours"])
+        result["floor"] = run_floor(dbs, names["floor"], log)
+        if not config.keep:
+            dbs.drop(names["floor"])
+        if config.naive:
+            result["naive"] = run_naive(dbs, names["naive"], log)
+            if not config.keep:
+                dbs.drop(names["naive"])
+    finally:
+        if not config.keep:
+            for name in [*names.values(), dbs.template]:
+                dbs.drop(name)
+    ours, floor = result["ours"], result["floor"]
+    result["ratios"] = {
+        "ours_over_floor": _ratio(ours["seconds"], floor["seconds"]),
+        "naive_over_ours": _ratio(result.get("naive", {}).get("seconds"), ours["seconds"]),
+        "seconds_per_10k_profiles": _ratio(ours["seconds"] * 10_000, ours["deleted"]),
+    }
+    result["verified"] = verified(result)
+    result["config"] = config.__dict__
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def _ratio(a, b):
+    if a is None or not b:
+        return None
+    return round(a / b, 2)
+
+
+def verified(result) -> bool:
+    ok = True
+    for name in ("ours", "floor", "naive"):
+        part = result.get(name)
+        if not part:
+            continue
+        ok &= part["survivors_unchanged"] and part["campaign_counts_unchanged"]
+        ok &= not any(part["leftovers"].values())
+    ours = result["ours"]
+    ok &= ours["status"] == "completed" and ours["deleted"] + ours["skipped"] == ours["total"]
+    return bool(ok)
+
+
+def machine_info(dbs) -> dict:
+    with dbs._admin() as admin:
+        version = admin.execute("SHOW server_version").fetchone()[0]
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": version,
+        "bench_process_peak_rss_mb": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        ),
+    }
+
+
+def format_table(result) -> str:
+    d, ours, floor = result["data"], result["ours"], result["floor"]
+    naive = result.get("naive")
+    m = result["machine"]
+    lines = [
+        f"Machine: {m['cpus']} CPUs, {m['memory_gb']} GB, PostgreSQL {m['postgresql']}, "
+        f"Python {m['python']}",
+        f"Data: {result['config']['profiles']:,} profiles, {d['events']:,} events, "
+        f"{d['preferences']:,} preferences, {d['memberships']:,} memberships, "
+        f"{d['messages']:,} messages, {d['activity']:,} activity rows, {d['database_mb']} MB; "
+        f"segment to delete: {d['segment_members']:,} profiles",
+        f"seed_demo: {d['seed_demo_s']} s"
+        + (f"; refresh of a rule-based segment: {d['refresh_s']} s" if "refresh_s" in d else ""),
+        "",
+        f"{'':22}{'seconds':>10}{'profiles/s':>12}{'events/s':>12}{'peak RSS MB':>13}",
+        f"{'ours (qcluster job)':22}{ours['seconds']:>10.2f}{ours['profiles_per_s'] or 0:>12,}"
+        f"{ours['events_per_s'] or 0:>12,}{ours['worker_peak_rss_mb']:>13}",
+        f"{'floor (one SQL txn)':22}{floor['seconds']:>10.2f}"
+        f"{round(floor['profiles'] / floor['seconds']) if floor['seconds'] else 0:>12,}"
+        f"{round(floor['events'] / floor['seconds']) if floor['seconds'] else 0:>12,}{'':>13}",
+    ]
+    if naive:
+        lines.append(
+            f"{'naive (ORM delete)':22}{naive['seconds']:>10.2f}{'':>12}{'':>12}"
+            f"{naive['peak_rss_mb']:>13}"
+        )
+    r = result["ratios"]
+    lines += [
+        "",
+        f"ours / floor: {r['ours_over_floor']}   naive / ours: {r['naive_over_ours']}   "
+        f"seconds per 10k profiles: {r['seconds_per_10k_profiles']}",
+        f"batches: {ours['batches']}, longest {ours['longest_batch_ms']} ms, "
+        f"p95 {ours['p95_batch_ms']} ms, mean {ours['mean_batch_ms']} ms; "
+        f"activity anonymized: {ours['activity_per_s'] or 0:,}/s",
+    ]
+    if ours["latency"]:
+        lines += ["", f"{'latency (ms)':22}{'idle p50/p95/p99':>24}{'during job p50/p95/p99':>28}"]
+        for name, figures in ours["latency"].items():
+            idle, during = figures["idle"], figures.get("during", {})
+            errors = figures["idle_errors"] + figures.get("during_errors", 0)
+            lines.append(
+                f"{name:22}{_trio(idle):>24}{_trio(during):>28}"
+                + (f"   {errors} errors" if errors else "")
+            )
+    lines += ["", "verified: " + ("yes" if result["verified"] else "NO")]
+    return "\n".join(lines)
+
+
+def _trio(summary):
+    if not summary:
+        return "-"
+    return f"{summary['p50_ms']}/{summary['p95_ms']}/{summary['p99_ms']}"

@@ -1,0 +1,49 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from segments.benchmark import BenchConfig, benchmark_deletion, format_table
+
+
+class Command(BaseCommand):
+    help = (
+        "Measure the segment deletion job against one set-based SQL transaction (the floor) "
+        "and the naive ORM delete, on identical copies of a generated dataset, with web and "
+        "API latency measured while the job runs. Uses its own databases; prints figures."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--profiles", type=int, default=10_000)
+        parser.add_argument("--events-per-profile", type=int, default=10)
+        parser.add_argument("--segment-share", type=float, default=0.5)
+        parser.add_argument("--requests", type=int, default=200, help="Idle requests per kind.")
+        parser.add_argument("--json", dest="json_path", help="Also write the figures here.")
+        parser.add_argument("--no-naive", action="store_true", help="Skip the naive ORM delete.")
+        parser.add_argument("--no-http", action="store_true", help="Skip the latency sampling.")
+        parser.add_argument("--keep", action="store_true", help="Keep the benchmark databases.")
+        parser.add_argument("--prefix", default="vero_bench", help="Database name prefix.")
+
+    def handle(self, *args, **o):
+        if o["profiles"] < 10 or o["events_per_profile"] < 0:
+            raise CommandError("--profiles must be at least 10 and --events-per-profile >= 0.")
+        if not 0 < o["segment_share"] <= 1:
+            raise CommandError("--segment-share must be in (0, 1].")
+        config = BenchConfig(
+            profiles=o["profiles"],
+            events_per_profile=o["events_per_profile"],
+            segment_share=o["segment_share"],
+            requests=o["requests"],
+            naive=not o["no_naive"],
+            http=not o["no_http"],
+            prefix=o["prefix"],
+            keep=o["keep"],
+        )
+        result = benchmark_deletion(config, log=self.stdout.write)
+        self.stdout.write("")
+        self.stdout.write(format_table(result))
+        if o["json_path"]:
+            with open(o["json_path"], "w") as f:
+                json.dump(result, f, indent=2, default=str)
+            self.stdout.write(f"\nWrote {o['json_path']}")
+        if not result["verified"]:
+            raise CommandError("The end state did not verify; see the figures above.")
