@@ -116,7 +116,9 @@
 
   function init(root) {
     root.querySelectorAll(".menu").forEach(setUpMenu);
-    root.querySelectorAll("dialog[data-open]").forEach(function (d) {
+    const dialogs = Array.from(root.querySelectorAll("dialog[data-open]"));
+    if (root.matches && root.matches("dialog[data-open]")) dialogs.push(root);
+    dialogs.forEach(function (d) {
       if (d.open) return;
       d.returnFocusTo =
         document.querySelector(d.dataset.returnFocus || "#segment-actions-button") ||
