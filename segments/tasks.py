@@ -1,6 +1,8 @@
 """django-q2 entry points. Each loads by id and calls a service; nothing more."""
 
-from segments import deletion
+from django.conf import settings
+
+from segments import deletion, services
 
 
 def run_deletion_job(job_id: int) -> str:
@@ -9,3 +11,10 @@ def run_deletion_job(job_id: int) -> str:
 
 def deletion_watchdog() -> list[int]:
     return deletion.deletion_watchdog()
+
+
+def refresh_segment(segment_id: int) -> None:
+    # Below the worker's own timeout, so a slow refresh is recorded as failed
+    # on the segment instead of killed mid-way and retried.
+    timeout = settings.Q_CLUSTER["timeout"] * 0.9
+    services.segment_refresh_requested(segment_id=segment_id, statement_timeout=timeout)
