@@ -1,7 +1,8 @@
+import importlib
 import os
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 
 PASSWORD = "correct horse battery staple"
 
@@ -17,10 +18,25 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         test["NAME"] = f"test_{settings.DATABASES['default']['NAME']}_{os.getpid()}"
 
 
+def _group(name):
+    """The group as the migration made it. A transactional test ends with a
+    flush, which empties auth_group; post_migrate brings the permissions back,
+    but not the groups a data migration created."""
+    group, created = Group.objects.get_or_create(name=name)
+    if created:
+        migration = importlib.import_module("vero_admin.migrations.0001_groups")
+        group.permissions.set(
+            Permission.objects.filter(content_type__app_label__in=migration.APPS).filter(
+                codename__regex=rf"^({'|'.join(migration.GROUPS[name])})_"
+            )
+        )
+    return group
+
+
 def _user(username, *groups, **extra):
     user = User.objects.create_user(username, f"{username}@example.com", PASSWORD, **extra)
     for name in groups:
-        user.groups.add(Group.objects.get(name=name))
+        user.groups.add(_group(name))
     return user
 
 
