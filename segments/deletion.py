@@ -56,8 +56,8 @@ logger = logging.getLogger(__name__)
 # pg_advisory_lock(key1, key2): our namespace, then the job id.
 ADVISORY_NAMESPACE = 0x5E6D
 # Batches are sized to take about this long, to keep locks short.
-TARGET_BATCH_SECONDS = 0.2
-MIN_BATCH, FIRST_BATCH, MAX_BATCH = 50, 500, 5000
+TARGET_BATCH_SECONDS = 0.25
+MIN_BATCH, FIRST_BATCH, MAX_BATCH = 50, 1000, 5000
 # Crashes (watchdog resumes, dropped connections) before a job is failed.
 MAX_ATTEMPTS = 5
 
