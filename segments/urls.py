@@ -5,6 +5,11 @@ from segments import deletion_urls, views
 app_name = "segments"
 urlpatterns = [
     path("", views.segment_list, name="list"),
+    path("new/", views.segment_create, name="create"),
     path("<int:pk>/", views.segment_detail, name="detail"),
+    path("<int:pk>/edit/", views.segment_edit, name="edit"),
+    path("<int:pk>/delete/", views.segment_delete, name="delete"),
+    path("<int:pk>/refresh/", views.segment_refresh, name="refresh"),
+    path("<int:pk>/refresh/status/", views.segment_refresh_status, name="refresh_status"),
 ]
 urlpatterns += deletion_urls.urlpatterns

@@ -1,36 +1,137 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from segments import selectors, services
+from segments.deletion_selectors import deletion_panel_context
+from segments.forms import SegmentForm
 from segments.models import Segment
+from segments.rules import rules_describe
 from vero_admin.access import require_perms
+from vero_admin.pagination import keyset_page
 
 
-def _get_segment_for_user(request: HttpRequest, pk: int, *, write: bool = False) -> Segment:
-    """The segment, or 404 if there is none, or 403 without View (and Edit) access."""
+def _get_segment_for_user(
+    request: HttpRequest, pk: int, *, write: bool = False, delete: bool = False
+) -> Segment:
+    """The segment, or 404 if there is none, or 403 without View (and Edit,
+    or Delete) access."""
     perms = ["segments.view_segment"]
     if write:
         perms.append("segments.change_segment")
+    if delete:
+        perms.append("segments.delete_segment")
     require_perms(request.user, *perms)
     return get_object_or_404(Segment, pk=pk)
 
 
 @require_GET
 @login_required
-def segment_list(request: HttpRequest):
+def segment_list(request: HttpRequest) -> HttpResponse:
     require_perms(request.user, "segments.view_segment")
     query = request.GET.get("q", "").strip()
-    segments = Segment.objects.all()
-    if query:
-        segments = segments.filter(name__icontains=query)
+    sort = request.GET.get("sort", "name")
+    if sort.removeprefix("-") not in selectors.SORTS:
+        sort = "name"
+    segments = selectors.segment_search(query=query, sort=sort)
     page = Paginator(segments, 50).get_page(request.GET.get("page"))
-    return render(request, "segments/list.html", {"page": page, "query": query})
+    return render(request, "segments/list.html", {"page": page, "query": query, "sort": sort})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def segment_create(request: HttpRequest) -> HttpResponse:
+    require_perms(request.user, "segments.view_segment", "segments.add_segment")
+    form = SegmentForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        segment = services.segment_create(**form.cleaned_data, user=request.user)
+        messages.success(request, f"Created “{segment.name}”; its members are being counted.")
+        return redirect(segment)
+    return render(request, "segments/form.html", {"form": form, "segment": None})
 
 
 @require_GET
 @login_required
-def segment_detail(request: HttpRequest, pk: int):
+def segment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     segment = _get_segment_for_user(request, pk)
-    return render(request, "segments/detail.html", {"segment": segment})
+    context = {"segment": segment, **_members_context(request, segment)}
+    if request.htmx and request.htmx.target == "members":
+        return render(request, "segments/detail.html#members", context)
+    context["rules"] = rules_describe(segment.rules)
+    context.update(deletion_panel_context(segment=segment, user=request.user))
+    return render(request, "segments/detail.html", context)
+
+
+def _members_context(request: HttpRequest, segment: Segment) -> dict:
+    """The members table: one page by profile id, and no COUNT(*) over the
+    membership (the page shows the count stored at refresh)."""
+    query = request.GET.get("q", "").strip()
+    page = keyset_page(
+        selectors.segment_members(segment=segment, query=query), request, key="profile_id"
+    )
+    non_member = None
+    if query and not page.object_list and page.is_first:
+        non_member = selectors.segment_non_member(segment=segment, query=query)
+    return {"members": page, "query": query, "non_member": non_member}
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def segment_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    segment = _get_segment_for_user(request, pk, write=True)
+    form = SegmentForm(request.POST or None, segment=segment)
+    if request.method == "POST" and form.is_valid():
+        services.segment_update(segment=segment, **form.cleaned_data)
+        messages.success(request, f"Saved “{segment.name}”.")
+        return redirect(segment)
+    return render(request, "segments/form.html", {"form": form, "segment": segment})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def segment_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete the segment definition; its profiles stay."""
+    segment = _get_segment_for_user(request, pk, delete=True)
+    error, status = "", 200
+    if request.method == "POST":
+        name = segment.name
+        try:
+            services.segment_delete(segment=segment)
+        except services.SegmentBusy as busy:
+            error, status = str(busy), 409
+        else:
+            messages.success(request, f"Deleted the segment “{name}”. Its profiles were kept.")
+            return redirect("segments:list")
+    context = {"segment": segment, "campaigns": segment.campaigns.all(), "error": error}
+    return render(request, "segments/delete.html", context, status=status)
+
+
+@require_POST
+@login_required
+def segment_refresh(request: HttpRequest, pk: int) -> HttpResponse:
+    segment = _get_segment_for_user(request, pk, write=True)
+    services.segment_request_refresh(segment=segment)
+    if not request.htmx:
+        messages.info(request, f"Refreshing “{segment.name}”.")
+        return redirect(segment)
+    # The task may already have run (Q_CLUSTER["sync"], or a fast worker).
+    segment.refresh_from_db()
+    return _refresh_status(request, segment)
+
+
+@require_GET
+@login_required
+def segment_refresh_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """The count and refresh state; htmx polls it while a refresh runs."""
+    return _refresh_status(request, _get_segment_for_user(request, pk))
+
+
+def _refresh_status(request: HttpRequest, segment: Segment) -> HttpResponse:
+    response = render(request, "segments/detail.html#refresh-status", {"segment": segment})
+    if request.htmx and not segment.is_refreshing:
+        # Done: the members table listens for this and reloads itself.
+        response["HX-Trigger"] = "segment-refreshed"
+    return response

@@ -1,0 +1,54 @@
+"""Reads for the segment pages."""
+
+from django.db.models import F, OuterRef, Q, Subquery
+
+from profiles.models import Event, Profile
+from segments.models import Segment, SegmentMembership
+
+# ?sort= values of the segment list, and what they order by.
+SORTS = {"name": "name", "count": "member_count", "refreshed": "last_refreshed_at"}
+
+
+def segment_search(*, query: str = "", sort: str = "name"):
+    """Segments whose name contains ``query``, ordered by ``sort`` ("-" for
+    descending); segments never refreshed come last either way."""
+    segments = Segment.objects.all()
+    if query:
+        segments = segments.filter(name__icontains=query)
+    descending = sort.startswith("-")
+    field = SORTS.get(sort.removeprefix("-"), "name")
+    order = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
+    return segments.order_by(order, "name", "pk")
+
+
+def segment_members(*, segment: Segment, query: str = ""):
+    """The members, with their profile and the time of their last event, for
+    keyset pagination by profile id (the membership's unique index).
+
+    ``query`` finds a person the way the profile list does: an exact user id
+    or the start of an email address, ignoring case.
+    """
+    last_event = Event.objects.filter(profile=OuterRef("profile_id")).order_by("-occurred_at")
+    members = (
+        SegmentMembership.objects.filter(segment=segment)
+        .select_related("profile")
+        .annotate(last_event_at=Subquery(last_event.values("occurred_at")[:1]))
+    )
+    if query:
+        members = members.filter(_person(query, prefix="profile__"))
+    return members
+
+
+def segment_non_member(*, segment: Segment, query: str) -> Profile | None:
+    """A profile that matches ``query`` but is not in the segment: what the
+    page names when a search of the members finds nobody."""
+    return (
+        Profile.objects.filter(_person(query))
+        .exclude(memberships__segment=segment)
+        .order_by("pk")
+        .first()
+    )
+
+
+def _person(query: str, *, prefix: str = "") -> Q:
+    return Q(**{f"{prefix}user_id": query}) | Q(**{f"{prefix}email__istartswith": query})
