@@ -4,13 +4,14 @@ from django.core.management import CommandError, call_command
 
 from messaging.models import Campaign, Message, MessageActivity
 from profiles.models import Event, Profile, SubscriptionPreference
-from segments.models import Segment
+from segments.models import Segment, SegmentMembership
+from segments.rules import rules_matching_profiles
 
 pytestmark = pytest.mark.django_db
 
 
 def seed(**options):
-    call_command("seed_demo", profiles=200, events_per_profile=3, no_refresh=True, **options)
+    call_command("seed_demo", profiles=200, events_per_profile=3, **options)
 
 
 def test_seed_demo_fills_every_table(settings):
@@ -42,6 +43,35 @@ def test_seed_demo_refuses_demo_logins_without_debug(settings):
         seed()
     assert not User.objects.exists()
     assert not Profile.objects.exists()
+
+
+def test_seed_demo_refreshes_every_demo_segment():
+    call_command("seed_demo", profiles=300, no_users=True)
+    segments = Segment.objects.all()
+    assert len(segments) >= 6
+    for segment in segments:
+        members = set(
+            SegmentMembership.objects.filter(segment=segment).values_list("profile_id", flat=True)
+        )
+        assert segment.last_refreshed_at is not None, segment.name
+        assert segment.member_count == len(members), segment.name
+        assert members == set(rules_matching_profiles(segment.rules).values_list("id", flat=True))
+
+
+def test_the_demo_segments_are_meaningful():
+    """Each one picks out some people, and nobody picks out everyone."""
+    call_command("seed_demo", profiles=1000, no_users=True)
+    total = Profile.objects.count()
+    for segment in Segment.objects.all():
+        assert 0 < segment.member_count < total, (segment.name, segment.member_count)
+    unsubscribed = Segment.objects.get(name="Unsubscribed")
+    assert unsubscribed.member_count == Profile.objects.filter(subscribed=False).count()
+
+
+def test_seed_demo_can_leave_segments_unrefreshed():
+    call_command("seed_demo", profiles=20, no_users=True, no_refresh=True)
+    assert not SegmentMembership.objects.exists()
+    assert not Segment.objects.filter(last_refreshed_at__isnull=False).exists()
 
 
 def test_demo_profiles_look_real():

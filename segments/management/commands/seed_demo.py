@@ -72,8 +72,20 @@ DEMO_SEGMENTS = [
         },
     ),
     (
+        "High-value subscribers",
+        "Lifetime value above 1,500, still subscribed, and active in the last 30 days.",
+        {
+            "match": "all",
+            "conditions": [
+                {"type": "property", "field": "lifetime_value", "operator": "gt", "value": 1500},
+                {"type": "subscription", "status": "subscribed"},
+                {"type": "event", "operator": "at_least", "count": 1, "within_days": 30},
+            ],
+        },
+    ),
+    (
         "Churn risk in France or Spain",
-        "Churned or trial accounts in FR or ES that never purchased.",
+        "Churned or trial accounts in FR or ES with no purchase in the last 30 days.",
         {
             "match": "all",
             "conditions": [
@@ -111,7 +123,12 @@ DEMO_SEGMENTS = [
                         },
                     ],
                 },
-                {"type": "event", "event": "purchase", "operator": "not_done"},
+                {
+                    "type": "event",
+                    "event": "purchase",
+                    "operator": "not_done",
+                    "within_days": 30,
+                },
             ],
         },
     ),
