@@ -1,3 +1,5 @@
+import hashlib
+
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
@@ -83,3 +85,56 @@ class SubscriptionPreference(models.Model):
     def __str__(self):
         state = "in" if self.subscribed else "out"
         return f"{self.topic}: opted {state}"
+
+
+class ApiKey(models.Model):
+    """A key for the ingestion API, stored only as its SHA-256 hash.
+
+    Keys are 32 random bytes, so a plain, fast hash is enough: there is no
+    dictionary to attack, and lookups by hash stay a single indexed query on
+    every request. The full key is shown once, when it is created.
+    """
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(
+        max_length=12, editable=False, help_text="The key's first characters, to recognise it."
+    )
+    hashed_key = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self):
+        return self.revoked_at is None
+
+    @staticmethod
+    def hash(raw_key: str) -> str:
+        return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class SeenMessage(models.Model):
+    """A Segment ``messageId`` already applied, so a client's retry is not applied twice.
+
+    Recorded in the same transaction as the writes of its batch: a batch
+    that rolls back leaves no trace here, and a retry of it is applied.
+    It names no profile, so erasing a person leaves nothing personal behind.
+    """
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    message_id = models.CharField(max_length=255)
+    received_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "message_id"], name="seen_message_unique")
+        ]
+
+    def __str__(self):
+        return self.message_id

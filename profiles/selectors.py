@@ -1,6 +1,6 @@
 from django.db.models import Count, Q
 
-from profiles.models import Event, Profile, SubscriptionPreference
+from profiles.models import ApiKey, Event, Profile, SubscriptionPreference
 
 
 def profile_search(*, query: str = ""):
@@ -31,3 +31,10 @@ def profile_messages(*, profile: Profile, limit: int = 50):
         )
         .order_by("-sent_at")[:limit]
     )
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
+    """The active (not revoked) key with this text, or None."""
+    if not raw_key:
+        return None
+    return ApiKey.objects.filter(hashed_key=ApiKey.hash(raw_key), revoked_at__isnull=True).first()

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from profiles import api_urls
 from vero_admin.forms import LoginForm
 
 admin.site.site_header = "vero_admin"
@@ -22,4 +23,6 @@ urlpatterns = [
     path("segments/", include("segments.urls")),
     path("profiles/", include("profiles.urls")),
     path("campaigns/", include("messaging.urls")),
+    path("api/v2/", include(api_urls.vero)),
+    path("v1/", include(api_urls.segment)),
 ]

@@ -1,0 +1,27 @@
+"""Writes on profiles' records that are not ingestion: API keys."""
+
+import secrets
+
+from django.utils import timezone
+
+from profiles.models import ApiKey
+
+PREFIX_LENGTH = 8
+
+
+def api_key_create(*, name: str) -> tuple[ApiKey, str]:
+    """Create a key and return it with its full text, which is stored nowhere.
+
+    The caller shows the text once; afterwards only the prefix identifies it.
+    """
+    raw_key = secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(
+        name=name, prefix=raw_key[:PREFIX_LENGTH], hashed_key=ApiKey.hash(raw_key)
+    )
+    return api_key, raw_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    """Revoke the key from now on; revoking twice keeps the first date."""
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_key.refresh_from_db(fields=["revoked_at"])
