@@ -47,6 +47,16 @@ class SegmentForm(forms.Form):
             {"rows": 18, "spellcheck": "false", "aria-describedby": "rules-help"}
         )
 
+    def full_clean(self):
+        """Tie each error list (rendered with id ``<field id>_errors``) to its
+        field, so a screen reader reads the error with the field."""
+        super().full_clean()
+        for name in self.errors:
+            if name in self.fields:
+                attrs = self.fields[name].widget.attrs
+                described = f"{attrs.get('aria-describedby', '')} {self[name].auto_id}_errors"
+                attrs["aria-describedby"] = described.strip()
+
     def clean_name(self):
         name = self.cleaned_data["name"].strip()
         others = Segment.objects.filter(name__iexact=name)

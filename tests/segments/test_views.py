@@ -506,3 +506,12 @@ def test_the_status_of_an_unknown_segment_is_404(viewer_client):
 
 def test_the_status_refuses_post(viewer_client):
     assert viewer_client.post(f"/segments/{SegmentFactory().pk}/refresh/status/").status_code == 405
+
+
+def test_rule_errors_are_tied_to_the_rules_field(editor_client):
+    response = editor_client.post("/segments/new/", form_data(rules={"match": "x"}))
+    html = response.content.decode()
+    textarea = re.search(r"<textarea[^>]*name=\"rules\"[^>]*>", html).group(0)
+    assert 'aria-invalid="true"' in textarea
+    assert 'aria-describedby="rules-help id_rules_errors"' in textarea
+    assert 'id="id_rules_errors"' in html
