@@ -327,3 +327,31 @@ def test_concurrent_events_by_email_make_one_profile():
         thread.outcome()
     assert Profile.objects.count() == 1
     assert Event.objects.count() == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lock_held_too_long_gets_a_503_to_retry_and_writes_nothing(monkeypatch):
+    monkeypatch.setattr(ingestion, "LOCK_TIMEOUT", "200ms")
+    _, key = api_key_create(name="k")
+    profile = ProfileFactory(user_id="u1")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold():
+        with transaction.atomic():
+            list(Profile.objects.select_for_update().filter(pk=profile.pk))
+            locked.set()
+            assert release.wait(WAIT_SECONDS)
+
+    holder = _Thread(hold)
+    holder.start()
+    assert locked.wait(WAIT_SECONDS)
+    body = {"identity": {"id": "u1"}, "event_name": "x", "tracking_api_key": key}
+    try:
+        response = Client().post("/api/v2/events/track", body, content_type="application/json")
+    finally:
+        release.set()
+        holder.outcome()
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json()["code"] == "busy"
+    assert not Event.objects.exists()
