@@ -244,7 +244,7 @@ def _run_slice(job_id: int, slice_seconds: float) -> str:
         heartbeat_at=now,
     )
     deadline = time.monotonic() + slice_seconds
-    batch_size = FIRST_BATCH
+    batch_size = _resumed_batch_size(job_id)
     while True:
         if DeletionJob.objects.filter(pk=job_id, cancel_requested=True).exists():
             _finish(job_id, DeletionJob.Status.CANCELLED)
@@ -260,6 +260,20 @@ def _run_slice(job_id: int, slice_seconds: float) -> str:
             return "continued"
 
 
+def _resumed_batch_size(job_id: int) -> int:
+    """Go on at the pace the job's last batch measured.
+
+    Every slice, and every resume after a crash, is a new task; starting each
+    at FIRST_BATCH would open it with a batch that, on a slow database, holds
+    its profiles' locks far longer than the target (and ingestion, waiting on
+    them, past its lock timeout).
+    """
+    last = DeletionBatch.objects.filter(job_id=job_id).order_by("-id").first()
+    if last is None:
+        return FIRST_BATCH
+    return _next_batch_size(last.profiles, last.profiles, last.duration_ms / 1000)
+
+
 def _next_batch_size(size: int, handled: int, elapsed: float) -> int:
     if handled < size:  # the last, partial batch says nothing about speed
         return size
@@ -271,9 +285,9 @@ def _next_batch_size(size: int, handled: int, elapsed: float) -> int:
 def deletion_run_batch(*, job_id: int, batch_size: int) -> tuple[int, float]:
     """Erase the next batch of the job's snapshot, in one transaction.
 
-    Returns (snapshot rows handled, seconds the transaction took). The
-    cursor and counters move in the same transaction as the deletes, so a
-    crash at any point leaves them consistent with the data.
+    Returns (snapshot rows handled, seconds the transaction took, commit
+    included). The cursor and counters move in the same transaction as the
+    deletes, so a crash at any point leaves them consistent with the data.
     """
     started = time.monotonic()
     with transaction.atomic():
@@ -286,7 +300,6 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> tuple[int, float]:
         if not profile_ids:
             return 0, time.monotonic() - started
         result = profiles_erase(profile_ids=profile_ids)
-        elapsed_ms = int((time.monotonic() - started) * 1000)
         DeletionJob.objects.filter(pk=job_id).update(
             cursor=profile_ids[-1],
             deleted=F("deleted") + result.deleted,
@@ -300,13 +313,20 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> tuple[int, float]:
             activity_anonymized=F("activity_anonymized")
             + result.count("messaging.messageactivity"),
             batches=F("batches") + 1,
-            longest_batch_ms=Greatest("longest_batch_ms", elapsed_ms),
             heartbeat_at=timezone.now(),
         )
-        DeletionBatch.objects.create(
-            job_id=job_id, profiles=len(profile_ids), duration_ms=elapsed_ms
-        )
-    return len(profile_ids), time.monotonic() - started
+    elapsed = time.monotonic() - started
+    # Timing is measured to the end of the commit (deferred foreign-key checks
+    # run there), so it is recorded after it, outside the batch.
+    _record_batch_timing(job_id, len(profile_ids), int(elapsed * 1000))
+    return len(profile_ids), elapsed
+
+
+def _record_batch_timing(job_id: int, profiles: int, duration_ms: int) -> None:
+    DeletionBatch.objects.create(job_id=job_id, profiles=profiles, duration_ms=duration_ms)
+    DeletionJob.objects.filter(pk=job_id).update(
+        longest_batch_ms=Greatest("longest_batch_ms", duration_ms)
+    )
 
 
 def _finish(job_id: int, status: str) -> None:

@@ -182,11 +182,9 @@ class DeletionJobProfile(models.Model):
 
 
 class DeletionBatch(models.Model):
-    """One committed batch of a deletion job: how many profiles, how long.
-
-    Written in the batch's own transaction, so it exists only if the batch
-    did; the benchmark and the admin read batch durations from here.
-    """
+    """One committed batch of a deletion job: how many profiles, how long
+    (commit included, so written just after it). The benchmark reads batch
+    durations from here."""
 
     job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="batch_log")
     profiles = models.PositiveIntegerField()

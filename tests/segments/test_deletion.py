@@ -1,3 +1,5 @@
+import time
+
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.db import connection
@@ -316,3 +318,36 @@ def test_snapshot_rows_are_plain_ids_not_a_relation_erasure_would_follow():
             "WHERE table_name = 'segments_deletionjobprofile' AND constraint_type = 'FOREIGN KEY'"
         )
         assert cursor.fetchone()[0] == 1  # to the job only
+
+
+def test_a_continuation_starts_at_the_pace_the_job_measured(population, alice, monkeypatch):
+    """Each slice (and each resume) is a new task; it must not start again at
+    FIRST_BATCH when the job already knows that is too slow, or every slice
+    opens with a batch that holds its profiles' locks far too long."""
+    monkeypatch.setattr(deletion, "FIRST_BATCH", 4)
+    monkeypatch.setattr(deletion, "MIN_BATCH", 1)
+    real_erase = deletion.profiles_erase
+
+    def slow_erase(*, profile_ids):
+        time.sleep(0.1 * len(profile_ids))  # 4 profiles: 0.4 s, for a 0.25 s target
+        return real_erase(profile_ids=profile_ids)
+
+    monkeypatch.setattr(deletion, "profiles_erase", slow_erase)
+    job = start(population, alice)
+    for _ in range(2):
+        assert deletion.deletion_run(job_id=job.pk, slice_seconds=0.01) == "continued"
+    sizes = list(job.batch_log.order_by("id").values_list("profiles", flat=True))
+    assert sizes == [4, 2]
+
+
+def test_every_committed_batch_is_logged_with_its_duration(population, alice):
+    from segments.models import DeletionBatch
+
+    job = start(population, alice)
+    for _ in range(3):
+        deletion.deletion_run_batch(job_id=job.pk, batch_size=5)
+    job.refresh_from_db()
+    batches = list(DeletionBatch.objects.filter(job=job).order_by("id"))
+    assert [b.profiles for b in batches] == [5, 5, 2]
+    assert job.batches == 3
+    assert job.longest_batch_ms == max(b.duration_ms for b in batches)
