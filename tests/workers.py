@@ -9,9 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from django.db import connection
+from django.db import connection, connections
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -26,11 +27,20 @@ def test_database_url() -> str:
     return f"postgresql://{netloc}{host}:{port or 5432}/{s['NAME']}"
 
 
+# The clusters' database sessions carry this name, so a test can find them in
+# pg_stat_activity (to terminate one, or to wait until they are gone).
+APPLICATION_NAME = "vero-qcluster-test"
+
+
+def _with_query(url: str, name: str, value: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{name}={value}"
+
+
 class QCluster:
     def __init__(self, *, workers=2, timeout=10, retry=15, slice_seconds=2, extra_env=None):
         self.env = {
             **os.environ,
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": _with_query(test_database_url(), "application_name", APPLICATION_NAME),
             "Q_WORKERS": str(workers),
             "Q_TIMEOUT": str(timeout),
             "Q_RETRY": str(retry),
@@ -87,3 +97,64 @@ def wait_for(predicate, *, timeout=60.0, interval=0.1, message="condition"):
             return result
         time.sleep(interval)
     raise AssertionError(f"Timed out after {timeout}s waiting for {message}")
+
+
+# --- Faults in the database -------------------------------------------------------
+
+
+@contextmanager
+def row_locked(table: str, pk: int):
+    """Hold a FOR UPDATE lock on one row from a connection of our own.
+
+    A deletion batch that reaches the row waits for it in the middle of its
+    transaction (after its earlier statements, before its commit): the place
+    to kill a worker or terminate its connection deterministically.
+    """
+    other = connections.create_connection("default")
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:
+            cursor.execute(
+                f"SELECT 1 FROM {connection.ops.quote_name(table)} WHERE id = %s FOR UPDATE",
+                [pk],
+            )
+        yield
+    finally:
+        other.rollback()
+        other.close()
+
+
+def cluster_backends(*, waiting_on_lock=False, query_prefix="") -> list[int]:
+    """Pids of the cluster sessions on the test database, optionally only
+    those waiting for a lock in a statement that starts with ``query_prefix``."""
+    return backends(
+        application_name=APPLICATION_NAME,
+        waiting_on_lock=waiting_on_lock,
+        query_prefix=query_prefix,
+    )
+
+
+def backends(*, application_name=None, waiting_on_lock=False, query_prefix="") -> list[int]:
+    """Pids of the other sessions on the test database that match."""
+    sql = (
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    params = []
+    if application_name is not None:
+        sql += " AND application_name = %s"
+        params.append(application_name)
+    if waiting_on_lock:
+        sql += " AND wait_event_type = 'Lock'"
+    if query_prefix:
+        sql += " AND query LIKE %s"
+        params.append(query_prefix.replace("%", r"\%") + "%")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def terminate_backend(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        return cursor.fetchone()[0]

@@ -1,12 +1,15 @@
 """A population where the segment to delete and the people who stay overlap
 in every way that matters: events, preferences, other segments, campaigns."""
 
+import random
 from dataclasses import dataclass
 
 from django.db import connection
 from django.utils import timezone
 
+from messaging.demo_data import insert_sends
 from messaging.models import MessageActivity
+from profiles.demo_data import insert_events, insert_preferences, insert_profiles
 from segments.models import Segment
 from tests.messaging.factories import CampaignFactory, MessageActivityFactory, MessageFactory
 from tests.profiles.factories import EventFactory, ProfileFactory, SubscriptionPreferenceFactory
@@ -59,6 +62,50 @@ def build_population(*, doomed=12, survivors=12, events_each=3, name="Trial user
                     message=message, kind=MessageActivity.CLICK, url="https://x.test/a"
                 )
     segment.member_count = len(doomed_ids)
+    segment.last_refreshed_at = timezone.now()
+    segment.save()
+    return Population(segment, other, doomed_ids, survivor_ids, campaigns)
+
+
+def insert_population(*, doomed=2000, survivors=1000, name="Churned trials", seed=0) -> Population:
+    """The same overlap as build_population, thousands of profiles, in a few
+    set-based statements: doomed and surviving ids interleave, everyone has
+    2-3 events and some preferences, and both kinds share another segment
+    and two campaigns with opens and clicks."""
+    segment = SegmentFactory(name=name)
+    other = SegmentFactory(name=f"Other than {name}")
+    campaigns = [CampaignFactory(name="Launch"), CampaignFactory(name="Digest")]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(max(id), 0) FROM profiles_profile")
+        after = cursor.fetchone()[0]
+        insert_profiles(count=doomed + survivors, start=after + 1)
+        cursor.execute("SELECT id FROM profiles_profile WHERE id > %s ORDER BY id", [after])
+        ids = [row[0] for row in cursor.fetchall()]
+        low, high = ids[0], ids[-1]
+        insert_events(min_id=low, max_id=high, per_profile=2)
+        cursor.execute(
+            """
+            INSERT INTO profiles_event (profile_id, name, properties, occurred_at, created_at)
+            SELECT id, 'signed_in', '{}', now() - interval '1 day', now()
+            FROM profiles_profile WHERE id BETWEEN %s AND %s AND id %% 3 = 0
+            """,
+            [low, high],
+        )
+        insert_preferences(min_id=low, max_id=high)
+        doomed_ids = sorted(random.Random(seed).sample(ids, doomed))
+        survivor_ids = sorted(set(ids) - set(doomed_ids))
+        cursor.execute(
+            """
+            INSERT INTO segments_segmentmembership (segment_id, profile_id, joined_at)
+            SELECT %s, id, now() FROM unnest(%s::bigint[]) AS id
+            UNION ALL
+            SELECT %s, id, now() FROM unnest(%s::bigint[]) AS id WHERE id %% 3 <> 2
+            """,
+            [segment.pk, doomed_ids, other.pk, ids],
+        )
+    insert_sends(campaign_id=campaigns[0].pk, every=1, offset=0, limit=len(ids))
+    insert_sends(campaign_id=campaigns[1].pk, every=2, offset=1, limit=len(ids))
+    segment.member_count = doomed
     segment.last_refreshed_at = timezone.now()
     segment.save()
     return Population(segment, other, doomed_ids, survivor_ids, campaigns)
