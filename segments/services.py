@@ -186,22 +186,30 @@ def _lock_and_read(segment: Segment, statement_timeout):
 
 # The member query is compiled by the ORM from the rules, with every user
 # value as a parameter; only our own table names are spliced in here.
+#
+# The difference between the old and the new membership is taken with EXCEPT
+# and applied through "= ANY(array)", which PostgreSQL runs as index probes or
+# a hashed scan: linear whatever the planner believes. A join against the
+# membership would depend on its statistics, which are at their most stale
+# right after a refresh, and one nested loop over a misestimated side turns a
+# refresh quadratic.
 _REFRESH_SQL = """
 WITH matching AS MATERIALIZED ({members}),
+current AS MATERIALIZED (
+    SELECT profile_id AS id FROM {membership} WHERE segment_id = %s
+),
+leaving AS (SELECT id FROM current EXCEPT SELECT id FROM matching),
+joining AS (SELECT id FROM matching EXCEPT SELECT id FROM current),
 leavers AS (
-    DELETE FROM {membership} m
-    WHERE m.segment_id = %s
-      AND NOT EXISTS (SELECT 1 FROM matching WHERE matching.id = m.profile_id)
+    DELETE FROM {membership}
+    WHERE segment_id = %s AND profile_id = ANY (ARRAY (SELECT id FROM leaving))
     RETURNING 1
 ),
 joiners AS (
     INSERT INTO {membership} (segment_id, profile_id, joined_at)
     SELECT %s, p.id, %s
     FROM {profile} p
-    WHERE p.id IN (SELECT id FROM matching)
-      AND NOT EXISTS (
-          SELECT 1 FROM {membership} m WHERE m.segment_id = %s AND m.profile_id = p.id
-      )
+    WHERE p.id = ANY (ARRAY (SELECT id FROM joining))
     FOR KEY SHARE OF p SKIP LOCKED
     ON CONFLICT (segment_id, profile_id) DO NOTHING
     RETURNING 1
@@ -217,7 +225,7 @@ def _rewrite_membership(segment_id: int, rules, as_of) -> tuple[int, int]:
         membership=SegmentMembership._meta.db_table,
         profile=SegmentMembership.profile.field.related_model._meta.db_table,
     )
-    params = [*members_params, segment_id, segment_id, as_of, segment_id]
+    params = [*members_params, segment_id, segment_id, segment_id, as_of]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         left, joined = cursor.fetchone()

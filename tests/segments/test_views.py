@@ -199,6 +199,24 @@ def test_the_member_search_finds_a_member_by_email_or_user_id(viewer_client):
     assert [m.profile for m in by_user_id.context["members"]] == [bea]
 
 
+def test_the_member_search_prefers_an_exact_match(viewer_client):
+    segment = SegmentFactory()
+    exact = ProfileFactory(email="someone@example.com", user_id="ada")
+    prefixed = ProfileFactory(email="ada@example.com", user_id="u-2")
+    for profile in (exact, prefixed):
+        SegmentMembershipFactory(segment=segment, profile=profile)
+    response = viewer_client.get(f"/segments/{segment.pk}/", {"q": "ada"})
+    assert [m.profile for m in response.context["members"]] == [exact]
+
+
+def test_the_member_search_ignores_the_case_of_email_addresses(viewer_client):
+    segment = SegmentFactory()
+    ada = ProfileFactory(email="Ada.Lovelace@Example.com")
+    SegmentMembershipFactory(segment=segment, profile=ada)
+    response = viewer_client.get(f"/segments/{segment.pk}/", {"q": "ada.lovelace@example.com"})
+    assert [m.profile for m in response.context["members"]] == [ada]
+
+
 def test_the_member_search_says_when_a_person_exists_but_is_not_in_the_segment(viewer_client):
     segment = SegmentFactory()
     SegmentMembershipFactory(segment=segment)
