@@ -15,7 +15,7 @@ import threading
 import time
 
 from django.core.management.base import BaseCommand
-from django.db import connection, connections
+from django.db import OperationalError, connection, connections
 from django.utils import timezone
 
 from profiles.models import Event, Profile
@@ -26,26 +26,39 @@ EVERYONE = "Benchmark: everyone"
 
 
 class Ingestion(threading.Thread):
-    """Writes what ingestion writes, one autocommit statement at a time."""
+    """Writes what ingestion writes, one autocommit statement at a time.
+
+    With a lock timeout: a write that waits for a lock longer than
+    LOCK_TIMEOUT_MS fails, and is counted, instead of just being slow.
+    """
+
+    LOCK_TIMEOUT_MS = 100
 
     def __init__(self, profile_ids):
         super().__init__(daemon=True)
         self.profile_ids = profile_ids
         self.latencies: list[float] = []
+        self.lock_timeouts = 0
         self.stop = threading.Event()
 
     def run(self):
         try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET lock_timeout = {self.LOCK_TIMEOUT_MS}")
             i = 0
             while not self.stop.is_set():
                 profile_id = self.profile_ids[i % len(self.profile_ids)]
-                t0 = time.monotonic()
-                Event.objects.create(
-                    profile_id=profile_id, name="benchmark_ping", occurred_at=timezone.now()
-                )
-                Profile.objects.filter(pk=profile_id).update(updated_at=timezone.now())
-                self.latencies.append(time.monotonic() - t0)
                 i += 97
+                t0 = time.monotonic()
+                try:
+                    Event.objects.create(
+                        profile_id=profile_id, name="benchmark_ping", occurred_at=timezone.now()
+                    )
+                    Profile.objects.filter(pk=profile_id).update(updated_at=timezone.now())
+                except OperationalError:
+                    self.lock_timeouts += 1
+                    continue
+                self.latencies.append(time.monotonic() - t0)
         finally:
             connections.close_all()
 
@@ -81,7 +94,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{profiles:,} profiles, {Event.objects.count():,} events\n")
         self.stdout.write(
             f"{'segment':<32} {'members':>9} {'first':>8} {'again':>8} {'writes':>7} "
-            f"{'slowest write':>14}"
+            f"{'slowest write':>14} {'lock waits > 100 ms':>20}"
         )
         sample = list(Profile.objects.order_by("?").values_list("id", flat=True)[:5000])
         for seg in segments:
@@ -103,8 +116,9 @@ class Command(BaseCommand):
             slowest = max(ingestion.latencies, default=0)
             self.stdout.write(
                 f"{seg.name[:32]:<32} {count:>9,} {first:>7.2f}s {again:>7.2f}s "
-                f"{len(ingestion.latencies):>7,} {slowest * 1000:>11.0f} ms"
-                f"  (median {statistics.median(ingestion.latencies or [0]) * 1000:.1f} ms)"
+                f"{len(ingestion.latencies):>7,} {slowest * 1000:>11.0f} ms "
+                f"{ingestion.lock_timeouts:>20}"
+                f"  (median write {statistics.median(ingestion.latencies or [0]) * 1000:.1f} ms)"
             )
             assert SegmentMembership.objects.filter(segment=seg).count() == count_again
         Event.objects.filter(name="benchmark_ping").delete()
