@@ -46,11 +46,7 @@ def _render_dialog(request, segment, form, *, status=200, current_count=None, er
         "dialog_error": error,
         **deletion_dialog_context(segment=segment, current_count=current_count),
     }
-    template = (
-        "segments/_delete_dialog.html"
-        if request.htmx
-        else "segments/delete_profiles.html"
-    )
+    template = "segments/_delete_dialog.html" if request.htmx else "segments/delete_profiles.html"
     return render(request, template, context, status=status)
 
 
