@@ -269,6 +269,13 @@ def test_user_supplied_text_on_the_segment_page_is_escaped(viewer_client):
     assert script not in html and "&lt;script&gt;" in html
 
 
+def test_a_bad_member_page_cursor_shows_the_first_page(viewer_client):
+    segment = SegmentFactory()
+    SegmentMembershipFactory(segment=segment)
+    response = viewer_client.get(f"/segments/{segment.pk}/", {"after": "x'; drop"})
+    assert response.status_code == 200 and len(response.context["members"]) == 1
+
+
 def test_an_unknown_segment_is_404(viewer_client):
     assert viewer_client.get("/segments/999999/").status_code == 404
 

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from segments import services
+from segments.models import Segment
+from tests.segments.factories import SegmentFactory
+
+pytestmark = pytest.mark.django_db
+
+TRIALS = {
+    "match": "all",
+    "conditions": [{"type": "property", "field": "plan", "operator": "equals", "value": "trial"}],
+}
+
+
+@pytest.fixture
+def admin_client(client, admin_user, monkeypatch):
+    monkeypatch.setattr(services, "async_task", lambda *args: None)
+    client.force_login(admin_user)
+    return client
+
+
+def change(segment, **fields):
+    """The change form as the admin page posts it, with the hidden initial
+    value a JSONField with a callable default renders."""
+    rules = json.dumps(segment.rules)
+    data = {"name": segment.name, "description": "", "rules": rules, "initial-rules": rules}
+    data.update(fields)
+    return data
+
+
+def test_the_admin_refuses_invalid_rules(admin_client):
+    segment = SegmentFactory(rules=TRIALS)
+    bad = json.dumps({"match": "all", "conditions": []})
+    response = admin_client.post(
+        f"/admin/segments/segment/{segment.pk}/change/", change(segment, rules=bad)
+    )
+    assert response.status_code == 200
+    assert "the group is empty" in response.content.decode()
+    assert Segment.objects.get(pk=segment.pk).rules == TRIALS
+
+
+def test_new_rules_saved_in_the_admin_request_a_refresh(admin_client):
+    segment = SegmentFactory(rules=TRIALS)
+    other = json.dumps({"match": "any", "conditions": TRIALS["conditions"]})
+    response = admin_client.post(
+        f"/admin/segments/segment/{segment.pk}/change/", change(segment, rules=other)
+    )
+    assert response.status_code == 302
+    assert Segment.objects.get(pk=segment.pk).is_refreshing
+
+
+def test_a_new_name_saved_in_the_admin_does_not(admin_client):
+    segment = SegmentFactory(rules=TRIALS)
+    admin_client.post(
+        f"/admin/segments/segment/{segment.pk}/change/", change(segment, name="Renamed")
+    )
+    segment.refresh_from_db()
+    assert segment.name == "Renamed" and not segment.is_refreshing
