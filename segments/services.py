@@ -85,9 +85,10 @@ def segment_request_refresh(*, segment: Segment) -> None:
 def segment_refresh(*, segment: Segment, statement_timeout: float | None = None) -> int:
     """Recompute the membership from the rules, now; return the member count.
 
-    One transaction, one statement: the rules compile to one query over the
-    profiles; the members who no longer match are deleted and the new ones
-    inserted, set-based, in SQL. Locks, and why ingestion never waits:
+    One short-lived transaction, in which one statement rewrites the
+    membership: the rules compile to one query over the profiles, the members
+    who no longer match are deleted and the new ones inserted, set-based, in
+    SQL. Locks, and why ingestion never waits:
 
     - an advisory lock on (namespace, segment id) keeps two refreshes of one
       segment apart; the second is refused at once (SegmentRefreshInProgress);

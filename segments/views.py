@@ -125,8 +125,15 @@ def segment_refresh(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @login_required
 def segment_refresh_status(request: HttpRequest, pk: int) -> HttpResponse:
-    """The count and refresh state; htmx polls it while a refresh runs."""
-    return _refresh_status(request, _get_segment_for_user(request, pk))
+    """The count and refresh state; htmx polls it while a refresh runs.
+
+    A poll gets 204 (nothing to swap) until the refresh is over, so the live
+    region changes once, when there is news, instead of every two seconds.
+    """
+    segment = _get_segment_for_user(request, pk)
+    if request.htmx and segment.is_refreshing:
+        return HttpResponse(status=204)
+    return _refresh_status(request, segment)
 
 
 def _refresh_status(request: HttpRequest, segment: Segment) -> HttpResponse:

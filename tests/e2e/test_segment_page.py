@@ -8,9 +8,7 @@ from segments.models import Segment
 from tests.profiles.factories import EventFactory, ProfileFactory
 from tests.segments.factories import SegmentFactory
 
-# serialized_rollback: the Editors group comes from a data migration, and an
-# earlier transactional test's flush would have removed it.
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 TRIALS = {
     "match": "all",
