@@ -18,19 +18,35 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         test["NAME"] = f"test_{settings.DATABASES['default']['NAME']}_{os.getpid()}"
 
 
+GROUPS_MIGRATION = importlib.import_module("vero_admin.migrations.0001_groups")
+
+
 def _group(name):
     """The group as the migration made it. A transactional test ends with a
     flush, which empties auth_group; post_migrate brings the permissions back,
     but not the groups a data migration created."""
     group, created = Group.objects.get_or_create(name=name)
     if created:
-        migration = importlib.import_module("vero_admin.migrations.0001_groups")
+        migration = GROUPS_MIGRATION
         group.permissions.set(
             Permission.objects.filter(content_type__app_label__in=migration.APPS).filter(
                 codename__regex=rf"^({'|'.join(migration.GROUPS[name])})_"
             )
         )
     return group
+
+
+@pytest.fixture(autouse=True)
+def _groups_as_migrated(django_db_setup, django_db_blocker):
+    """Every test starts with the groups the migration made, even after a
+    transactional test's flush (pytest-django runs those last, but live-server
+    tests are among them, and anything after them would find no groups)."""
+    with django_db_blocker.unblock():
+        if Group.objects.filter(name__in=GROUPS_MIGRATION.GROUPS).count() < len(
+            GROUPS_MIGRATION.GROUPS
+        ):
+            for name in GROUPS_MIGRATION.GROUPS:
+                _group(name)
 
 
 def _user(username, *groups, **extra):

@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 
+from vero_admin.models import LoginAttempt
+
 # Users and groups are where admins hand out View (Viewers) or Edit (Editors)
 # access; these tweaks keep their pages usable with many users.
 admin.site.unregister(User)
@@ -17,3 +19,15 @@ class VeroUserAdmin(UserAdmin):
 @admin.register(Group)
 class VeroGroupAdmin(GroupAdmin):
     pass
+
+
+@admin.register(LoginAttempt)
+class LoginAttemptAdmin(admin.ModelAdmin):
+    """Recent failed logins; deleting a username's rows lifts its lockout at once."""
+
+    list_display = ("username", "ip_address", "attempted_at")
+    search_fields = ("=username", "=ip_address")
+    readonly_fields = ("username", "ip_address", "attempted_at")
+
+    def has_add_permission(self, request):
+        return False

@@ -4,20 +4,16 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from profiles import api_urls
-from vero_admin.forms import LoginForm
+from vero_admin.forms import AdminLoginForm
+from vero_admin.views import LoginView
 
 admin.site.site_header = "vero_admin"
 admin.site.site_title = "vero_admin"
+admin.site.login_form = AdminLoginForm  # throttled like the dashboard's login
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="segments:list"), name="home"),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(
-            authentication_form=LoginForm, redirect_authenticated_user=True
-        ),
-        name="login",
-    ),
+    path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("segments/", include("segments.urls")),

@@ -1,0 +1,246 @@
+"""Access, CSRF and no-write-on-GET, for every dashboard URL there is.
+
+The routes come from walking the URL conf, so a view added tomorrow is
+checked by these tests without anyone listing it here. What is left out, and
+why, is in SKIPPED; a route with a parameter these tests cannot fill fails
+loudly until someone teaches OBJECTS how to build it.
+"""
+
+import re
+from dataclasses import dataclass
+
+import pytest
+from django.apps import apps
+from django.db import connection
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from segments.models import DeletionJob
+from tests.messaging.factories import CampaignFactory, MessageFactory
+from tests.profiles.factories import EventFactory, ProfileFactory
+from tests.segments.factories import SegmentFactory, SegmentMembershipFactory
+
+pytestmark = pytest.mark.django_db
+
+# Route prefixes that are not the dashboard, and who covers them.
+SKIPPED = {
+    "admin/": "Django admin: staff only, Django's own checks",
+    "accounts/login/": "the login page is public (see test_login_throttle)",
+    "static/": "static files",
+    "api/": "the ingestion API uses API keys (tests/profiles/test_api.py)",
+    "v1/": "the Segment-compatible API uses API keys (tests/profiles/test_api.py)",
+}
+# Named routes outside the dashboard's data, each with its reason.
+PUBLIC = {
+    "home": "a redirect to the segment list, which itself needs a login",
+    "logout": "logging out is for anyone with a session (POST only, tested in test_auth)",
+}
+LOGIN = "/accounts/login/?next="
+PARAMETER = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
+
+
+@dataclass(frozen=True)
+class Route:
+    route: str  # e.g. "segments/<int:pk>/deletions/<int:job_pk>/cancel/"
+    name: str  # e.g. "segments:deletion_cancel"
+    namespace: str
+
+    def __str__(self):
+        return self.route
+
+
+def _walk(patterns, prefix="", namespace=""):
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            inner = ":".join(filter(None, [namespace, pattern.namespace]))
+            yield from _walk(pattern.url_patterns, route, inner)
+        elif isinstance(pattern, URLPattern):
+            name = ":".join(filter(None, [namespace, pattern.name or ""]))
+            yield Route(route, name, namespace)
+
+
+def dashboard_routes() -> list[Route]:
+    return [
+        route
+        for route in _walk(get_resolver().url_patterns)
+        if not route.route.startswith(tuple(SKIPPED)) and route.name not in PUBLIC
+    ]
+
+
+ROUTES = dashboard_routes()
+
+
+@dataclass
+class World:
+    """One real object of each kind, so every URL gets past its 404."""
+
+    segment: object
+    job: object
+    profile: object
+    campaign: object
+
+
+@pytest.fixture
+def world(alice):
+    profile = ProfileFactory(properties={"plan": "trial"})
+    EventFactory(profile=profile)
+    segment = SegmentFactory(name="World", member_count=1)
+    SegmentMembershipFactory(segment=segment, profile=profile)
+    job = DeletionJob.objects.create(
+        segment=segment, segment_name=segment.name, status="failed", created_by=alice
+    )
+    campaign = CampaignFactory(audience=segment)
+    MessageFactory(campaign=campaign, profile=profile)
+    return World(segment, job, profile, campaign)
+
+
+# Which object fills which URL parameter, per namespace.
+OBJECTS = {
+    ("segments", "pk"): lambda world: world.segment.pk,
+    ("segments", "job_pk"): lambda world: world.job.pk,
+    ("profiles", "pk"): lambda world: world.profile.pk,
+    ("messaging", "pk"): lambda world: world.campaign.pk,
+}
+
+
+def url_of(route: Route, world: World) -> str:
+    def fill(match):
+        build = OBJECTS.get((route.namespace, match["name"]))
+        if build is None:
+            pytest.fail(
+                f"{route.name or route.route}: no object for <{match['name']}>; "
+                "add one to OBJECTS in this test."
+            )
+        return str(build(world))
+
+    return "/" + PARAMETER.sub(fill, route.route)
+
+
+def database_fingerprint() -> dict[str, str]:
+    """A digest of every row the dashboard could write, table by table
+    (but users' last_login, which logging the test clients in sets)."""
+    tables = [
+        model._meta.db_table
+        for label in ("profiles", "messaging", "segments", "django_q")
+        for model in apps.get_app_config(label).get_models()
+    ] + ["auth_user", "auth_group", "auth_user_groups"]
+    digests = {}
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(
+                "SELECT md5(coalesce(string_agg(row, '|' ORDER BY row), '')) FROM "
+                f"(SELECT (to_jsonb(t) - 'last_login')::text AS row "
+                f"FROM {connection.ops.quote_name(table)} t) rows"
+            )
+            digests[table] = cursor.fetchone()[0]
+    return digests
+
+
+def client_for(user, **options) -> Client:
+    client = Client(**options)
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def test_the_walk_finds_the_dashboard():
+    names = {route.name for route in ROUTES}
+    assert {
+        "segments:list",
+        "segments:detail",
+        "segments:delete_profiles",
+        "segments:deletion_cancel",
+        "segments:deletion_resume",
+        "segments:deletion_progress",
+        "profiles:list",
+        "profiles:detail",
+        "messaging:campaign_list",
+        "messaging:campaign_detail",
+    } <= names
+    assert not any(route.route.startswith(("api/", "admin/")) for route in ROUTES)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_anonymous_users_are_sent_to_login(route, world):
+    url = url_of(route, world)
+    before = database_fingerprint()
+    answers = {method: getattr(Client(), method)(url) for method in ("get", "post")}
+    for method, response in answers.items():
+        assert response.status_code in (302, 405), (method, response.status_code)
+        if response.status_code == 302:
+            assert response["Location"].startswith(LOGIN), (method, response["Location"])
+    assert any(response.status_code == 302 for response in answers.values())
+    assert database_fingerprint() == before
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_users_without_permissions_get_403(route, world, charlie):
+    url = url_of(route, world)
+    client = client_for(charlie)
+    before = database_fingerprint()
+    statuses = {method: getattr(client, method)(url).status_code for method in ("get", "post")}
+    assert set(statuses.values()) <= {403, 405}, statuses
+    assert 403 in statuses.values(), statuses
+    assert database_fingerprint() == before
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_viewers_cannot_write_anywhere(route, world, bob):
+    url = url_of(route, world)
+    before = database_fingerprint()
+    for headers in ({}, {"HX-Request": "true"}):
+        response = client_for(bob).post(url, headers=headers)
+        assert response.status_code in (403, 405), response.status_code
+    assert database_fingerprint() == before
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_no_page_writes_on_get(route, world, alice, admin_user):
+    url = url_of(route, world)
+    before = database_fingerprint()
+    for user in (alice, admin_user):
+        for headers in ({}, {"HX-Request": "true"}):
+            response = client_for(user).get(url, headers=headers)
+            assert response.status_code < 500
+    assert database_fingerprint() == before
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_every_post_needs_a_csrf_token(route, world, alice):
+    url = url_of(route, world)
+    client = client_for(alice, enforce_csrf_checks=True)
+    before = database_fingerprint()
+    for headers in ({}, {"HX-Request": "true"}):
+        response = client.post(url, headers=headers)
+        assert response.status_code == 403, response.status_code
+        assert b"CSRF" in response.content
+    assert database_fingerprint() == before
+
+
+def test_htmx_requests_carry_the_token_the_page_gives_them(world, alice):
+    """base.html puts the token in hx-headers; htmx sends it as X-CSRFToken."""
+    client = client_for(alice, enforce_csrf_checks=True)
+    page = client.get(f"/segments/{world.segment.pk}/").content.decode()
+    token = re.search(r'hx-headers=\'\{"X-CSRFToken": "([^"]+)"\}\'', page)[1]
+    response = client.post(
+        f"/segments/{world.segment.pk}/refresh/",
+        headers={"HX-Request": "true", "X-CSRFToken": token},
+    )
+    assert response.status_code == 200
+
+
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)[^>]*>", re.IGNORECASE)
+INLINE_HANDLER = re.compile(r"<[^>]+\son[a-z]+\s*=", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_pages_need_nothing_the_content_security_policy_blocks(route, world, alice):
+    """The CSP allows scripts from our own static files only: an inline
+    script or event handler would silently not run."""
+    response = client_for(alice).get(url_of(route, world), headers={"HX-Request": "true"})
+    if response.status_code == 200 and response["Content-Type"].startswith("text/html"):
+        html = response.content.decode()
+        assert not INLINE_SCRIPT.search(html), INLINE_SCRIPT.search(html)[0]
+        assert not INLINE_HANDLER.search(html), INLINE_HANDLER.search(html)[0]
+        assert "Content-Security-Policy" in response.headers
