@@ -1,9 +1,13 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.template.response import TemplateResponse
 
+from profiles.erasure import profile_erase, profiles_erase
 from profiles.models import ApiKey, Event, Profile, SubscriptionPreference
 from profiles.services import api_key_create, api_key_revoke
+
+ADMIN_ERASE_BATCH = 1000
 
 
 class SubscriptionPreferenceInline(admin.TabularInline):
@@ -19,6 +23,17 @@ class ProfileAdmin(admin.ModelAdmin):
     show_full_result_count = False
     inlines = [SubscriptionPreferenceInline]
     readonly_fields = ("created_at", "updated_at")
+
+    # Deleting here goes through erasure too: Django's own delete would keep
+    # the person's email, IP address and user agent on the rows it unlinks.
+    def delete_model(self, request, obj):
+        profile_erase(profile=obj)
+
+    def delete_queryset(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        for start in range(0, len(ids), ADMIN_ERASE_BATCH):
+            with transaction.atomic():
+                profiles_erase(profile_ids=ids[start : start + ADMIN_ERASE_BATCH])
 
 
 @admin.register(Event)

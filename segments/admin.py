@@ -1,9 +1,9 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from segments.models import DeletionJob, Segment, SegmentMembership
 from segments.rules import RulesError, rules_validate
-from segments.services import segment_request_refresh
+from segments.services import SegmentBusy, segment_delete, segment_request_refresh
 
 
 class SegmentAdminForm(forms.ModelForm):
@@ -34,6 +34,26 @@ class SegmentAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if "rules" in form.changed_data or not change:
             segment_request_refresh(segment=obj)
+
+    # Deleting a definition goes through the same service as the dashboard,
+    # which refuses while a refresh or a deletion of its profiles runs.
+    def has_delete_permission(self, request, obj=None):
+        if (
+            obj is not None
+            and obj.deletion_jobs.filter(status__in=DeletionJob.ACTIVE_STATUSES).exists()
+        ):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        try:
+            segment_delete(segment=obj)
+        except SegmentBusy as busy:
+            self.message_user(request, str(busy), level=messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for segment in queryset:
+            self.delete_model(request, segment)
 
 
 @admin.register(SegmentMembership)

@@ -58,8 +58,14 @@ ADVISORY_NAMESPACE = 0x5E6D
 # Batches are sized to take about this long, to keep locks short.
 TARGET_BATCH_SECONDS = 0.25
 MIN_BATCH, FIRST_BATCH, MAX_BATCH = 50, 1000, 5000
-# Crashes (watchdog resumes, dropped connections) before a job is failed.
+# Interruptions in a row without progress (watchdog resumes, dropped
+# connections) before a job is failed.
 MAX_ATTEMPTS = 5
+# A batch waits this long for a row lock someone else holds, then lets go of
+# its own and is retried, smaller, after a pause.
+BATCH_LOCK_TIMEOUT_MS = 1000
+LOCK_BACKOFF_SECONDS = 0.2
+LOCK_CONFLICTS = ("55P03", "40P01")  # lock_not_available, deadlock_detected
 
 
 class DeletionRefused(Exception):
@@ -83,7 +89,11 @@ class StartResult:
 
 
 def deletion_enqueue(*, job_id: int) -> None:
-    """Hand the job to a worker once the current transaction commits."""
+    """Hand the job to a worker once the current transaction commits.
+
+    If the queue cannot take it, the failure is logged and the confirmation
+    still stands: the watchdog starts a job whose task never came.
+    """
     from django_q.tasks import async_task
 
     transaction.on_commit(
@@ -92,7 +102,8 @@ def deletion_enqueue(*, job_id: int) -> None:
             job_id,
             task_name=f"deletion-{job_id}-{time.time_ns()}",
             group="segment-deletion",
-        )
+        ),
+        robust=True,
     )
 
 
@@ -181,8 +192,16 @@ def deletion_current_count(*, segment: Segment) -> int:
 # --- Running --------------------------------------------------------------------
 
 
+def _lock_key(job_id: int) -> list[int]:
+    return [ADVISORY_NAMESPACE, job_id % 2**31]
+
+
 class _AdvisoryLock:
-    """Session-level advisory lock on the job id, so one runner per job."""
+    """Session-level advisory lock on the job id, so one runner per job.
+
+    Held by the runner for its whole slice and by the watchdog while it
+    decides that a job is lost; it dies with the connection that holds it.
+    """
 
     def __init__(self, job_id: int):
         self.job_id = job_id
@@ -190,7 +209,7 @@ class _AdvisoryLock:
 
     def __enter__(self):
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [ADVISORY_NAMESPACE, self.job_id])
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", _lock_key(self.job_id))
             self.acquired = cursor.fetchone()[0]
         return self
 
@@ -199,12 +218,17 @@ class _AdvisoryLock:
             return
         try:
             with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, self.job_id]
-                )
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", _lock_key(self.job_id))
         except DatabaseError:
             # The connection is gone, and the lock with it.
             connection.close()
+
+
+# Outcomes after which the job must go on in a new task. The task is enqueued
+# only once the advisory lock is released: a worker picking it up while this
+# runner still held the lock would exit as a duplicate, and nothing would
+# be left in the queue.
+CONTINUE = ("continued", "retrying")
 
 
 def deletion_run(*, job_id: int, slice_seconds: float | None = None) -> str:
@@ -215,20 +239,32 @@ def deletion_run(*, job_id: int, slice_seconds: float | None = None) -> str:
     job), "gone", "finished" (already done), "completed", "cancelled",
     "continued", "retrying" or "failed".
     """
-    with _AdvisoryLock(job_id) as lock:
-        if not lock.acquired:
-            logger.info("Deletion job %s already has a runner; this delivery exits.", job_id)
-            return "busy"
-        try:
-            return _run_slice(job_id, slice_seconds or settings.DELETION_SLICE_SECONDS)
-        except (OperationalError, InterfaceError) as exc:
-            # The database went away mid-batch; the batch rolled back.
-            connection.close()
-            return _record_crash(job_id, f"Lost the database connection: {exc}".strip())
-        except Exception as exc:
-            logger.exception("Deletion job %s failed", job_id)
-            _mark_failed(job_id, f"{type(exc).__name__}: {exc}")
-            return "failed"
+    if slice_seconds is None:
+        slice_seconds = settings.DELETION_SLICE_SECONDS
+    try:
+        with _AdvisoryLock(job_id) as lock:
+            if not lock.acquired:
+                logger.info("Deletion job %s already has a runner; this delivery exits.", job_id)
+                return "busy"
+            try:
+                outcome = _run_slice(job_id, slice_seconds)
+            except (OperationalError, InterfaceError) as exc:
+                # The database went away mid-batch; the batch rolled back.
+                connection.close()
+                outcome = _record_crash(job_id, f"Lost the database connection: {exc}".strip())
+            except Exception as exc:
+                logger.exception("Deletion job %s failed", job_id)
+                _finish(job_id, DeletionJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+                outcome = "failed"
+    except (OperationalError, InterfaceError) as exc:
+        # Not even the lock could be taken: the database is unreachable. The
+        # task fails; the watchdog resumes the job when the database is back.
+        connection.close()
+        logger.warning("Deletion job %s: database unavailable: %s", job_id, exc)
+        return "unavailable"
+    if outcome in CONTINUE:
+        deletion_enqueue(job_id=job_id)
+    return outcome
 
 
 def _run_slice(job_id: int, slice_seconds: float) -> str:
@@ -238,26 +274,53 @@ def _run_slice(job_id: int, slice_seconds: float) -> str:
     if not job.is_active:
         return "finished"
     now = timezone.now()
-    DeletionJob.objects.filter(pk=job_id).update(
+    started = DeletionJob.objects.filter(pk=job_id, status__in=DeletionJob.ACTIVE_STATUSES).update(
         status=DeletionJob.Status.RUNNING,
         started_at=job.started_at or now,
         heartbeat_at=now,
     )
+    if not started:
+        return "finished"
     deadline = time.monotonic() + slice_seconds
     batch_size = _resumed_batch_size(job_id)
     while True:
         if DeletionJob.objects.filter(pk=job_id, cancel_requested=True).exists():
-            _finish(job_id, DeletionJob.Status.CANCELLED)
-            return "cancelled"
-        handled, elapsed = deletion_run_batch(job_id=job_id, batch_size=batch_size)
+            # A cancel that arrives after the last batch changes nothing.
+            status = (
+                DeletionJob.Status.CANCELLED
+                if _has_remaining(job_id)
+                else DeletionJob.Status.COMPLETED
+            )
+            _finish(job_id, status)
+            return status.value
+        try:
+            handled, elapsed = deletion_run_batch(job_id=job_id, batch_size=batch_size)
+        except OperationalError as exc:
+            if _sqlstate(exc) not in LOCK_CONFLICTS:
+                raise
+            # Someone holds one of the batch's profiles (an ingestion, a
+            # refresh): let go of the others at once, retry smaller, later.
+            logger.info("Deletion job %s: lock conflict, retrying a smaller batch", job_id)
+            batch_size = max(MIN_BATCH, batch_size // 2)
+            time.sleep(LOCK_BACKOFF_SECONDS)
+            if time.monotonic() >= deadline:
+                return "continued"
+            continue
         if handled == 0:
             _finish(job_id, DeletionJob.Status.COMPLETED)
             return "completed"
         batch_size = _next_batch_size(batch_size, handled, elapsed)
         if time.monotonic() >= deadline:
-            with transaction.atomic():
-                deletion_enqueue(job_id=job_id)
             return "continued"
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    return getattr(exc.__cause__, "sqlstate", None)
+
+
+def _has_remaining(job_id: int) -> bool:
+    cursor = DeletionJob.objects.values_list("cursor", flat=True).get(pk=job_id)
+    return DeletionJobProfile.objects.filter(job_id=job_id, profile_id__gt=cursor).exists()
 
 
 def _resumed_batch_size(job_id: int) -> int:
@@ -291,6 +354,12 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> tuple[int, float]:
     """
     started = time.monotonic()
     with transaction.atomic():
+        with connection.cursor() as cursor:
+            # Never queue behind someone else's row lock while holding a
+            # batch of ours: fail fast, and the runner retries smaller.
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, true)", [f"{BATCH_LOCK_TIMEOUT_MS}ms"]
+            )
         job = DeletionJob.objects.select_for_update().only("cursor").get(pk=job_id)
         profile_ids = list(
             DeletionJobProfile.objects.filter(job_id=job_id, profile_id__gt=job.cursor)
@@ -314,6 +383,8 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> tuple[int, float]:
             + result.count("messaging.messageactivity"),
             batches=F("batches") + 1,
             heartbeat_at=timezone.now(),
+            # Attempts count interruptions without progress; this is progress.
+            attempts=0,
         )
     elapsed = time.monotonic() - started
     # Timing is measured to the end of the commit (deferred foreign-key checks
@@ -329,42 +400,56 @@ def _record_batch_timing(job_id: int, profiles: int, duration_ms: int) -> None:
     )
 
 
-def _finish(job_id: int, status: str) -> None:
+def _finish(job_id: int, status: str, *, error: str = "") -> None:
+    """End the job, and make the segment's stored count true again: after a
+    deletion, complete or not, it is what is left of the membership."""
     with transaction.atomic():
         job = DeletionJob.objects.select_for_update().get(pk=job_id)
         job.status = status
         job.finished_at = timezone.now()
-        job.save(update_fields=["status", "finished_at"])
-        if job.segment_id and status == DeletionJob.Status.COMPLETED:
-            # The stored count is what pages show; after the job it is what
-            # is left of the membership (0 unless it was refreshed meanwhile).
+        fields = ["status", "finished_at"]
+        if error:
+            job.error = error[:2000]
+            fields.append("error")
+        job.save(update_fields=fields)
+        if job.segment_id:
             Segment.objects.filter(pk=job.segment_id).update(
                 member_count=SegmentMembership.objects.filter(segment_id=job.segment_id).count()
             )
     logger.info("Deletion job %s %s", job_id, status)
 
 
-def _mark_failed(job_id: int, error: str) -> None:
-    DeletionJob.objects.filter(pk=job_id).update(
-        status=DeletionJob.Status.FAILED, error=error[:2000], finished_at=timezone.now()
-    )
+def _record_crash(job_id: int, error: str, *, stale_before=None) -> str:
+    """Count an interruption; "retrying" (the caller enqueues the job once it
+    holds no lock on it), or "failed" after MAX_ATTEMPTS, with the reason.
 
-
-def _record_crash(job_id: int, error: str) -> str:
-    """Count a crash; retry, or give up after MAX_ATTEMPTS with the reason."""
+    With ``stale_before`` (the watchdog), nothing happens unless the job is
+    still active and its heartbeat still older than that: a job that went on
+    or ended while the watchdog looked is left alone.
+    """
     with transaction.atomic():
         job = DeletionJob.objects.select_for_update().get(pk=job_id)
+        if not job.is_active:
+            return "finished"
+        if stale_before is not None and job.heartbeat_at and job.heartbeat_at >= stale_before:
+            return "alive"
+        if job.status == DeletionJob.Status.PENDING and stale_before is not None:
+            # It never started (its task was lost): not an interruption.
+            job.heartbeat_at = timezone.now()
+            job.save(update_fields=["heartbeat_at"])
+            return "retrying"
         job.attempts += 1
+        job.interruptions += 1
         job.error = error[:2000]
         if job.attempts >= MAX_ATTEMPTS:
-            job.status = DeletionJob.Status.FAILED
-            job.finished_at = timezone.now()
-            job.error = (f"Stopped after {job.attempts} interruptions. Last error: {error}")[:2000]
-            job.save(update_fields=["attempts", "error", "status", "finished_at"])
-            return "failed"
-        job.save(update_fields=["attempts", "error"])
-        deletion_enqueue(job_id=job_id)
-    return "retrying"
+            job.save(update_fields=["attempts", "interruptions", "error"])
+            final = f"Stopped after {job.attempts} interruptions. Last error: {error}"
+        else:
+            job.heartbeat_at = timezone.now()
+            job.save(update_fields=["attempts", "interruptions", "error", "heartbeat_at"])
+            return "retrying"
+    _finish(job_id, DeletionJob.Status.FAILED, error=final)
+    return "failed"
 
 
 # --- User actions ----------------------------------------------------------------
@@ -397,9 +482,19 @@ def deletion_resume(*, job: DeletionJob, user) -> DeletionJob:
         job.status = DeletionJob.Status.PENDING
         job.attempts = 0
         job.finished_at = None
+        job.cancel_requested = False
+        job.heartbeat_at = timezone.now()
         try:
             with transaction.atomic():
-                job.save(update_fields=["status", "attempts", "finished_at"])
+                job.save(
+                    update_fields=[
+                        "status",
+                        "attempts",
+                        "finished_at",
+                        "cancel_requested",
+                        "heartbeat_at",
+                    ]
+                )
         except IntegrityError:
             raise DeletionRefused(
                 "Another deletion of this segment is running; wait for it to end."
@@ -413,34 +508,32 @@ def deletion_resume(*, job: DeletionJob, user) -> DeletionJob:
 
 
 def deletion_watchdog() -> list[int]:
-    """Resume jobs whose worker died: running with a stale heartbeat, or
-    pending with no task picking them up. Each resume counts as an attempt.
+    """Resume jobs whose worker died: active, with a heartbeat (a batch, a
+    start, an enqueue) older than DELETION_STALE_AFTER_SECONDS, and no runner
+    holding the job's lock. An interruption counts as an attempt; a job that
+    was only waiting for its first task does not.
 
     Returns the ids of the jobs it resumed or failed.
     """
     stale = timezone.now() - timedelta(seconds=settings.DELETION_STALE_AFTER_SECONDS)
     lost = DeletionJob.objects.filter(status__in=DeletionJob.ACTIVE_STATUSES).filter(
-        Q(heartbeat_at__lt=stale)
-        # A pending job has no heartbeat yet: judge it by when it was confirmed.
-        | Q(heartbeat_at__isnull=True, created_at__lt=stale)
+        Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, created_at__lt=stale)
     )
     touched = []
     for job_id in lost.values_list("pk", flat=True):
-        if _runner_is_alive(job_id):
-            continue
-        outcome = _record_crash(
-            job_id, "The worker running this deletion stopped (no heartbeat); resuming."
-        )
-        logger.warning("Watchdog: deletion job %s had no heartbeat: %s", job_id, outcome)
-        touched.append(job_id)
+        # Holding the runner's lock while deciding: no runner can start
+        # meanwhile, and a live one makes the try fail.
+        with _AdvisoryLock(job_id) as lock:
+            if not lock.acquired:
+                continue
+            outcome = _record_crash(
+                job_id,
+                "The worker running this deletion stopped (no heartbeat); resuming.",
+                stale_before=stale,
+            )
+        if outcome in CONTINUE:
+            deletion_enqueue(job_id=job_id)
+        if outcome in ("retrying", "failed"):
+            logger.warning("Watchdog: deletion job %s had no heartbeat: %s", job_id, outcome)
+            touched.append(job_id)
     return touched
-
-
-def _runner_is_alive(job_id: int) -> bool:
-    """A runner holds the job's advisory lock; a slow batch is not a crash."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [ADVISORY_NAMESPACE, job_id])
-        free = cursor.fetchone()[0]
-        if free:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, job_id])
-    return not free

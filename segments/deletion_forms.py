@@ -12,7 +12,14 @@ class DeleteProfilesForm(forms.Form):
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
         error_messages={"required": "Type the segment's name to confirm. Nothing was deleted."},
     )
-    expected_count = forms.IntegerField(min_value=0, required=False, widget=forms.HiddenInput)
+    # The number of profiles the dialog showed: the confirmation is for that many.
+    expected_count = forms.IntegerField(
+        min_value=0,
+        widget=forms.HiddenInput,
+        error_messages={
+            "required": "The dialog's profile count is missing; open it again. Nothing was deleted."
+        },
+    )
 
     def __init__(self, *args, segment, **kwargs):
         super().__init__(*args, **kwargs)

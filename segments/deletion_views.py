@@ -59,7 +59,9 @@ def delete_profiles(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "GET":
         if active:
             return _redirect_to_segment(request, segment)
-        form = DeleteProfilesForm(segment=segment, initial={"expected_count": segment.member_count})
+        form = DeleteProfilesForm(
+            segment=segment, initial={"expected_count": segment.member_count or 0}
+        )
         return _render_dialog(request, segment, form)
 
     form = DeleteProfilesForm(request.POST, segment=segment)

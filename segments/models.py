@@ -115,7 +115,9 @@ class DeletionJob(models.Model):
     batches = models.PositiveIntegerField(default=0)
     longest_batch_ms = models.PositiveIntegerField(default=0)
 
+    # Interruptions in a row without progress (reset by every batch), and in all.
     attempts = models.PositiveIntegerField(default=0)
+    interruptions = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField("confirmed at", auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

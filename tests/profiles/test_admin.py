@@ -1,6 +1,6 @@
 import pytest
 
-from profiles.models import ApiKey
+from profiles.models import ApiKey, Profile
 from profiles.selectors import api_key_authenticate
 from profiles.services import api_key_create
 
@@ -40,3 +40,33 @@ def test_a_key_is_revoked_with_the_admin_action(client, admin_user):
 
 def test_the_key_admin_is_for_staff_only(editor_client):
     assert editor_client.get("/admin/profiles/apikey/add/").status_code == 302
+
+
+def test_deleting_a_profile_in_the_admin_erases_it_like_everywhere_else(admin_client):
+    from messaging.models import Message, MessageActivity
+    from tests.messaging.factories import MessageActivityFactory
+
+    activity = MessageActivityFactory()
+    profile = activity.profile
+    url = f"/admin/profiles/profile/{profile.pk}/delete/"
+    assert admin_client.post(url, {"post": "yes"}).status_code == 302
+    assert not Profile.objects.filter(pk=profile.pk).exists()
+    message = Message.objects.get(pk=activity.message_id)
+    assert message.profile_id is None and message.recipient_email == ""
+    activity = MessageActivity.objects.get(pk=activity.pk)
+    assert activity.ip_address is None and activity.user_agent == ""
+
+
+def test_deleting_profiles_in_bulk_in_the_admin_erases_them(admin_client):
+    from messaging.models import Message
+    from tests.messaging.factories import MessageFactory
+
+    messages = MessageFactory.create_batch(3)
+    ids = [m.profile_id for m in messages]
+    response = admin_client.post(
+        "/admin/profiles/profile/",
+        {"action": "delete_selected", "_selected_action": ids, "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not Profile.objects.filter(pk__in=ids).exists()
+    assert not Message.objects.exclude(recipient_email="").exists()

@@ -57,7 +57,7 @@ def build_population(*, doomed=12, survivors=12, events_each=3, name="Trial user
         for campaign in campaigns:
             message = MessageFactory(campaign=campaign, profile=profile)
             MessageActivityFactory(message=message, kind=MessageActivity.OPEN)
-            if i % 2:
+            if i % 4 < 2:  # clicks from half the doomed and half the survivors
                 MessageActivityFactory(
                     message=message, kind=MessageActivity.CLICK, url="https://x.test/a"
                 )

@@ -58,3 +58,29 @@ def test_a_new_name_saved_in_the_admin_does_not(admin_client):
     )
     segment.refresh_from_db()
     assert segment.name == "Renamed" and not segment.is_refreshing
+
+
+def test_a_segment_whose_profiles_are_being_deleted_cannot_be_deleted_in_the_admin(
+    admin_client, alice
+):
+    from segments.deletion import deletion_start
+    from tests.segments.population import build_population
+
+    population = build_population(doomed=2, survivors=1, events_each=0)
+    deletion_start(
+        segment=population.segment, user=alice, typed_name="Trial users", expected_count=2
+    )
+    url = f"/admin/segments/segment/{population.segment.pk}/delete/"
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    assert Segment.objects.filter(pk=population.segment.pk).exists()
+
+
+def test_deleting_a_segment_in_the_admin_keeps_its_profiles(admin_client):
+    from profiles.models import Profile
+    from tests.segments.factories import SegmentMembershipFactory
+
+    membership = SegmentMembershipFactory()
+    url = f"/admin/segments/segment/{membership.segment_id}/delete/"
+    assert admin_client.post(url, {"post": "yes"}).status_code == 302
+    assert not Segment.objects.filter(pk=membership.segment_id).exists()
+    assert Profile.objects.filter(pk=membership.profile_id).exists()

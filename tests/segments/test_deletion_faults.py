@@ -40,7 +40,6 @@ from segments.models import DeletionJob, DeletionJobProfile, SegmentMembership
 from tests.segments.population import activity_counts, insert_population, rows_of
 from tests.workers import (
     QCluster,
-    backends,
     cluster_backends,
     row_locked,
     terminate_backend,
@@ -257,7 +256,8 @@ def test_sigkill_at_random_points_then_a_restart_completes_the_job(
     wait_for_status(job, "completed", "failed", timeout=60)
     done = assert_completed_exactly(job, population, before)
     assert kills >= 3, f"the job ended before three kills (seed {seed})"
-    assert 1 <= done.attempts < deletion.MAX_ATTEMPTS
+    # Interrupted, but never MAX_ATTEMPTS times in a row without progress.
+    assert done.interruptions >= 1 and done.attempts < deletion.MAX_ATTEMPTS
 
 
 # --- 2. pg_terminate_backend -------------------------------------------------------
@@ -277,7 +277,7 @@ def test_a_terminated_connection_rolls_the_batch_back_and_the_job_completes(
         assert_rolled_back(held)
         assert deletion_verify(job=job).ok
     done = assert_completed_exactly(wait_for_status(job, "completed", "failed"), population, before)
-    assert done.attempts == 1
+    assert (done.interruptions, done.attempts) == (1, 0)
     assert "Lost the database connection" in done.error
 
 
@@ -301,9 +301,9 @@ def test_a_job_enqueued_twice_at_once_has_one_runner(
             timeout=30,
             message="the duplicate delivery to exit",
         )
-        assert len(cluster_backends(waiting_on_lock=True, query_prefix=EVENT_DELETE)) == 1
+        assert len(cluster_backends(waiting_on_lock=True, query_prefix=EVENT_DELETE)) <= 1
     done = assert_completed_exactly(wait_for_status(job, "completed", "failed"), population, before)
-    assert done.attempts == 0
+    assert done.interruptions == 0
 
 
 # --- 4. the user confirms twice ----------------------------------------------------
@@ -476,31 +476,14 @@ def _refresh(segment_refresh, segment) -> bool:
 # --- 7. cancel, then delete the rest -----------------------------------------------
 
 
-def cancel_job(job, user):
-    try:
-        deletion.deletion_cancel(job=job, user=user)
-    finally:
-        connections.close_all()
-
-
-def test_cancel_mid_job_then_a_new_deletion_deletes_the_rest(population, before, alice, cluster):
+def test_cancel_mid_job_then_a_new_deletion_deletes_the_rest(
+    population, before, alice, cluster, slow_storage
+):
     first = confirm(population, alice)
-    held = population.doomed[len(population.doomed) // 4]
-    with batch_held_at(held):
-        cluster.start()
-        wait_for_held_runner()
-        # Cancel waits for the batch, which holds the job's row until it commits.
-        cancel = threading.Thread(target=cancel_job, args=(first, alice))
-        cancel.start()
-        wait_for(
-            lambda: backends(waiting_on_lock=True, query_prefix='UPDATE "segments_deletionjob"'),
-            message="the cancel to wait for the batch",
-        )
-        # Past the slice, so the batch's runner continues in a new task,
-        # which finds the cancel (rather than racing it to the next batch).
-        time.sleep(CLUSTER["slice_seconds"])
-    cancel.join(30)
-    assert not cancel.is_alive()
+    cluster.start()
+    wait_for(lambda: state(first).handled > 0, timeout=30, message="a first batch")
+    # Waits, at most, for the batch in progress (it holds the job's row).
+    deletion.deletion_cancel(job=first, user=alice)
     first = wait_for_status(first, "cancelled", "completed", "failed")
     assert first.status == "cancelled"
     assert verify(first).rstrip().endswith("Every check passed.")

@@ -270,3 +270,10 @@ def test_resume_of_an_unknown_job_is_404(editor_client, job):
         editor_client.post(f"/segments/{job.segment_id}/deletions/999999/resume/").status_code
         == 404
     )
+
+
+def test_a_confirmation_without_the_dialogs_count_is_refused(editor_client, population):
+    response = editor_client.post(url(population), {"typed_name": "Trial users"})
+    assert response.status_code == 400
+    assert b"profile count is missing" in response.content
+    assert nothing_deleted(population)
