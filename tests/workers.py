@@ -150,6 +150,9 @@ def backends(*, application_name=None, waiting_on_lock=False, query_prefix="") -
         sql += " AND query LIKE %s"
         params.append(query_prefix.replace("%", r"\%") + "%")
     with connection.cursor() as cursor:
+        # Inside a transaction, pg_stat_activity is read from a snapshot taken
+        # at its first use; a poll must see the present.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()]
 
