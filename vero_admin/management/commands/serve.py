@@ -28,9 +28,11 @@ class Command(BaseCommand):
         self.stdout.write("Press Ctrl-C to stop the web server and the worker.\n")
 
         def stop(*_):
+            # SIGTERM, not the SIGINT we got: a shell may have started us with
+            # SIGINT ignored, and the children would inherit that.
             for child in children:
                 if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
+                    child.terminate()
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
