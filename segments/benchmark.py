@@ -631,7 +631,7 @@ def _api_key():
     return out.getvalue().strip().splitlines()[-1].strip()
 
 
-def run_ours(config: BenchConfig, dbs: Databases, name: str, log) -> dict:
+def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool) -> dict:
     dbs.recreate(name, template=dbs.template)
     url = dbs.url(name)
     with dbs.use(name):
@@ -662,16 +662,16 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log) -> dict:
                 params + params,
             )
             inside_user, outside_user = cursor.fetchone()
-        cookie = _session_cookie(user) if config.http else None
-        api_key = _api_key() if config.http else None
+        cookie = _session_cookie(user) if http else None
+        api_key = _api_key() if http else None
 
     figures = {"total": job.total}
     latency = {}
-    if config.http:
+    if http:
         server = Server(url).__enter__()
     try:
         requests = {}
-        if config.http:
+        if http:
             page_headers = {"Cookie": cookie}
             api_headers = {"Content-Type": "application/json"}
 
@@ -715,7 +715,7 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log) -> dict:
             start_new_session=True,
         )
         rss = RssSampler(cluster.pid).start()
-        busy = Sampler(server, requests, limit=10**9).start() if config.http else None
+        busy = Sampler(server, requests, limit=10**9).start() if http else None
         with dbs.use(name):
             while True:
                 state = DeletionJob.objects.get(pk=job.pk)
@@ -736,7 +736,7 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log) -> dict:
                 latency[key]["during"] = _latency_summary(samples)
                 latency[key]["during_errors"] = busy.errors[key]
     finally:
-        if config.http:
+        if http:
             server.__exit__(None, None, None)
 
     with dbs.use(name):
@@ -782,9 +782,17 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
     names = {k: f"{config.prefix}_{k}" for k in ("ours", "floor", "naive")}
     result = {"data": data, "machine": machine_info(dbs)}
     try:
-        result["ours"] = run_ours(config, dbs, names["ours"], log)
+        # Throughput on a quiet machine, like the floor; then the same job
+        # again while the pages and the API are under load, for latency.
+        result["ours"] = run_ours(config, dbs, names["ours"], log, http=False)
         if not config.keep:
             dbs.drop(names["ours"])
+        if config.http:
+            loaded = run_ours(config, dbs, names["ours"], log, http=True)
+            if not config.keep:
+                dbs.drop(names["ours"])
+            result["ours_under_load"] = loaded
+            result["ours"]["latency"] = loaded["latency"]
         result["floor"] = run_floor(dbs, names["floor"], log)
         if not config.keep:
             dbs.drop(names["floor"])
@@ -816,14 +824,17 @@ def _ratio(a, b):
 
 def verified(result) -> bool:
     ok = True
-    for name in ("ours", "floor", "naive"):
+    for name in ("ours", "ours_under_load", "floor", "naive"):
         part = result.get(name)
         if not part:
             continue
         ok &= part["survivors_unchanged"] and part["campaign_counts_unchanged"]
         ok &= not any(part["leftovers"].values())
-    ours = result["ours"]
-    ok &= ours["status"] == "completed" and ours["deleted"] + ours["skipped"] == ours["total"]
+    for name in ("ours", "ours_under_load"):
+        ours = result.get(name)
+        if ours:
+            ok &= ours["status"] == "completed"
+            ok &= ours["deleted"] + ours["skipped"] == ours["total"]
     return bool(ok)
 
 
@@ -863,6 +874,13 @@ def format_table(result) -> str:
         f"{round(floor['profiles'] / floor['seconds']) if floor['seconds'] else 0:>12,}"
         f"{round(floor['events'] / floor['seconds']) if floor['seconds'] else 0:>12,}{'':>13}",
     ]
+    loaded = result.get("ours_under_load")
+    if loaded:
+        lines.append(
+            f"{'ours, pages+API busy':22}{loaded['seconds']:>10.2f}"
+            f"{loaded['profiles_per_s'] or 0:>12,}{loaded['events_per_s'] or 0:>12,}"
+            f"{loaded['worker_peak_rss_mb']:>13}"
+        )
     if naive:
         lines.append(
             f"{'naive (ORM delete)':22}{naive['seconds']:>10.2f}{'':>12}{'':>12}"
@@ -877,6 +895,11 @@ def format_table(result) -> str:
         f"p95 {ours['p95_batch_ms']} ms, mean {ours['mean_batch_ms']} ms; "
         f"activity anonymized: {ours['activity_per_s'] or 0:,}/s",
     ]
+    if loaded:
+        lines.append(
+            f"under load: batches {loaded['batches']}, longest {loaded['longest_batch_ms']} ms, "
+            f"p95 {loaded['p95_batch_ms']} ms"
+        )
     if ours["latency"]:
         lines += ["", f"{'latency (ms)':22}{'idle p50/p95/p99':>24}{'during job p50/p95/p99':>28}"]
         for name, figures in ours["latency"].items():
