@@ -464,7 +464,7 @@ def deletion_cancel(*, job: DeletionJob, user) -> None:
     if not user_can_delete_profiles(user):
         raise PermissionDenied
     updated = DeletionJob.objects.filter(pk=job.pk, status__in=DeletionJob.ACTIVE_STATUSES).update(
-        cancel_requested=True
+        cancel_requested=True, cancelled_by_username=user.get_username()
     )
     if not updated:
         raise DeletionRefused("This deletion is not running any more.")

@@ -102,6 +102,7 @@ class DeletionJob(models.Model):
     created_by_username = models.CharField("confirmed by", max_length=150)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     cancel_requested = models.BooleanField(default=False)
+    cancelled_by_username = models.CharField("stopped by", max_length=150, blank=True)
 
     total = models.PositiveIntegerField("profiles requested", default=0)
     deleted = models.PositiveIntegerField("profiles deleted", default=0)

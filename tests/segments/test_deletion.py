@@ -225,6 +225,7 @@ def test_cancel_stops_after_the_current_batch_and_keeps_the_rest(population, ali
     deletion.deletion_cancel(job=job, user=alice)
     assert run_to_end(job) == "cancelled"
     assert job.status == DeletionJob.Status.CANCELLED and job.finished_at
+    assert job.cancelled_by_username == "alice"
     assert job.deleted == 5
     assert Profile.objects.filter(pk__in=population.doomed).count() == 7
 
