@@ -122,6 +122,16 @@ def erasure_plan() -> tuple[ErasureStep, ...]:
     return tuple(keep_steps + delete_steps)
 
 
+def profile_tables() -> dict[str, str]:
+    """Every table that holds a profile's data, with the column naming the
+    profile: the profile table itself, then each table that points at it."""
+    tables = {Profile._meta.db_table: Profile._meta.pk.column}
+    for relation in Profile._meta.related_objects:
+        if not relation.many_to_many:
+            tables[relation.related_model._meta.db_table] = relation.field.column
+    return tables
+
+
 def profiles_erase(*, profile_ids: list[int]) -> ErasureResult:
     """Erase these profiles and everything that is theirs, in the current transaction.
 

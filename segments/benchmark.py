@@ -36,19 +36,14 @@ import psycopg
 from django.conf import settings
 from django.db import connection, connections
 
+from profiles.erasure import profile_tables
+
 BENCH_SEGMENT = "Benchmark: profiles to delete"
 BASE_DIR = Path(settings.BASE_DIR)
 INGEST_EVENT = "bench_ingest"
 
 # Tables holding a profile's data, and the column that points at the profile.
-PROFILE_TABLES = {
-    "profiles_profile": "id",
-    "profiles_event": "profile_id",
-    "profiles_subscriptionpreference": "profile_id",
-    "segments_segmentmembership": "profile_id",
-    "messaging_message": "profile_id",
-    "messaging_messageactivity": "profile_id",
-}
+PROFILE_TABLES = profile_tables()
 
 
 @dataclass

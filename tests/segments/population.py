@@ -10,20 +10,14 @@ from django.utils import timezone
 from messaging.demo_data import insert_sends
 from messaging.models import MessageActivity
 from profiles.demo_data import insert_events, insert_preferences, insert_profiles
+from profiles.erasure import profile_tables
 from segments.models import Segment
 from tests.messaging.factories import CampaignFactory, MessageActivityFactory, MessageFactory
 from tests.profiles.factories import EventFactory, ProfileFactory, SubscriptionPreferenceFactory
 from tests.segments.factories import SegmentFactory, SegmentMembershipFactory
 
 # Every table that holds a profile's data, and its column pointing at Profile.
-PROFILE_TABLES = {
-    "profiles_profile": "id",
-    "profiles_event": "profile_id",
-    "profiles_subscriptionpreference": "profile_id",
-    "segments_segmentmembership": "profile_id",
-    "messaging_message": "profile_id",
-    "messaging_messageactivity": "profile_id",
-}
+PROFILE_TABLES = profile_tables()
 
 
 @dataclass
