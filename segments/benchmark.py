@@ -471,20 +471,25 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def production_env(database_url):
+    """Settings as production runs them (DEBUG off), on the given database."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DEBUG": "0",
+        # The same key as this process, which signs the session it logs in with.
+        "SECRET_KEY": settings.SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "0",
+    }
+
+
 class Server:
     """gunicorn, the production server, on a loopback port."""
 
     def __init__(self, database_url):
         self.port = _free_port()
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "DEBUG": "0",
-            # The same key as this process, which signs the session it logs in with.
-            "SECRET_KEY": settings.SECRET_KEY,
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "SECURE_SSL_REDIRECT": "0",
-        }
+        self.env = production_env(database_url)
         self.process = None
 
     def __enter__(self):
@@ -703,7 +708,7 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
 
         cluster = subprocess.Popen(
             [sys.executable, str(BASE_DIR / "manage.py"), "qcluster"],
-            env={**os.environ, "DATABASE_URL": url, "Q_WORKERS": "1"},
+            env={**production_env(url), "Q_WORKERS": "1"},
             cwd=BASE_DIR,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
