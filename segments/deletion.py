@@ -17,9 +17,10 @@ The guarantees, and where each one comes from:
   duplicate delivery (the ORM broker delivers at least once) finds it taken
   and exits at once; the lock dies with the runner's connection.
 - Always finish or say why not: a run works for a bounded time slice, then
-  re-enqueues itself on commit. A heartbeat on the job lets the watchdog
-  resume a job whose worker died; after ``MAX_ATTEMPTS`` crashes the job is
-  marked failed with the reason, and an Editor can resume it.
+  enqueues its continuation once it has let go of the job's lock. A
+  heartbeat on the job lets the watchdog resume a job whose worker died;
+  after ``MAX_ATTEMPTS`` interruptions in a row without a committed batch the
+  job is marked failed with the reason, and an Editor can resume it.
 """
 
 import logging

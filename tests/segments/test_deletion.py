@@ -296,10 +296,19 @@ def test_the_watchdog_fails_a_job_after_too_many_crashes(population, alice):
     assert "Stopped after" in job.error and "no heartbeat" in job.error
 
 
-def test_the_watchdog_leaves_a_fresh_job_alone(population, alice):
-    job = start(population, alice)
-    deletion.deletion_run_batch(job_id=job.pk, batch_size=2)
-    assert deletion.deletion_watchdog() == []
+def test_the_watchdog_leaves_a_fresh_job_alone_and_takes_a_stale_one(population, alice):
+    from tests.segments.population import build_population as build
+
+    fresh = start(population, alice)
+    deletion.deletion_run_batch(job_id=fresh.pk, batch_size=2)
+    other = build(doomed=2, survivors=0, events_each=0, name="Lapsed")
+    stale = deletion.deletion_start(
+        segment=other.segment, user=alice, typed_name="Lapsed", expected_count=2
+    ).job
+    _make_stale(stale)
+    assert deletion.deletion_watchdog() == [stale.pk]
+    fresh.refresh_from_db()
+    assert fresh.attempts == 0 and fresh.error == ""
 
 
 def test_confirming_enqueues_the_job_on_commit(
