@@ -2,7 +2,8 @@
 
 from django.conf import settings
 
-from segments import deletion, services
+from segments import services
+from segments.deletion import services as deletion
 
 
 def run_deletion_job(job_id: int) -> str:

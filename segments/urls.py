@@ -1,6 +1,7 @@
 from django.urls import path
 
-from segments import deletion_urls, views
+from segments import views
+from segments.deletion import urls as deletion_urls
 
 app_name = "segments"
 urlpatterns = [

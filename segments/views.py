@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from segments import selectors, services
-from segments.deletion_selectors import deletion_panel_context
+from segments.deletion.selectors import deletion_panel_context
 from segments.forms import SegmentForm
 from segments.models import Segment
 from segments.rules import rules_describe

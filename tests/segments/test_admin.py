@@ -63,7 +63,7 @@ def test_a_new_name_saved_in_the_admin_does_not(admin_client):
 def test_a_segment_whose_profiles_are_being_deleted_cannot_be_deleted_in_the_admin(
     admin_client, alice
 ):
-    from segments.deletion import deletion_start
+    from segments.deletion.services import deletion_start
     from tests.segments.population import build_population
 
     population = build_population(doomed=2, survivors=1, events_each=0)

@@ -6,7 +6,7 @@ from django.db import connection
 
 from messaging.models import Message, MessageActivity
 from profiles.models import Event, Profile, SubscriptionPreference
-from segments import deletion
+from segments.deletion import services as deletion
 from segments.models import DeletionJob, DeletionJobProfile, Segment, SegmentMembership
 from tests.profiles.factories import ProfileFactory
 from tests.segments.factories import SegmentMembershipFactory

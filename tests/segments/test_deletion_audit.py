@@ -3,7 +3,7 @@ record, and each action through the pages is also logged with its user."""
 
 import pytest
 
-from segments import deletion
+from segments.deletion import services as deletion
 from segments.models import DeletionJob
 from tests.segments.population import build_population
 
@@ -27,7 +27,7 @@ def job_url(job, action):
 
 
 def test_confirming_records_and_logs_who_confirmed_what(editor_client, population, caplog):
-    with caplog.at_level("INFO", logger="segments.deletion"):
+    with caplog.at_level("INFO", logger="segments.deletion.services"):
         confirm(editor_client, population)
     job = DeletionJob.objects.get()
     assert (job.created_by_username, job.segment_name, job.total) == ("alice", "Trial users", 4)
@@ -41,7 +41,7 @@ def test_cancelling_is_logged_and_the_job_keeps_the_counts(editor_client, popula
     confirm(editor_client, population)
     job = DeletionJob.objects.get()
     deletion.deletion_run_batch(job_id=job.pk, batch_size=1)
-    with caplog.at_level("INFO", logger="segments.deletion"):
+    with caplog.at_level("INFO", logger="segments.deletion.services"):
         editor_client.post(job_url(job, "cancel"))
     assert f"Deletion job {job.pk}: cancel requested by alice" in caplog.text
     deletion.deletion_run(job_id=job.pk)
@@ -54,7 +54,7 @@ def test_resuming_is_logged(editor_client, population, caplog):
     confirm(editor_client, population)
     job = DeletionJob.objects.get()
     DeletionJob.objects.filter(pk=job.pk).update(status="failed", error="boom")
-    with caplog.at_level("INFO", logger="segments.deletion"):
+    with caplog.at_level("INFO", logger="segments.deletion.services"):
         editor_client.post(job_url(job, "resume"))
     assert f"Deletion job {job.pk} resumed by alice" in caplog.text
 

@@ -5,8 +5,8 @@ from django.core.management import CommandError, call_command
 
 from messaging.models import Message, MessageActivity
 from profiles.models import Profile
-from segments import deletion
-from segments.deletion_checks import deletion_verify
+from segments.deletion import services as deletion
+from segments.deletion.checks import deletion_verify
 from segments.models import DeletionJob
 from tests.segments.population import build_population
 from tests.segments.test_deletion import run_to_end, start

@@ -34,8 +34,8 @@ from django_q.tasks import async_task
 
 from messaging.models import Message, MessageActivity
 from profiles.models import Event, Profile, SubscriptionPreference
-from segments import deletion
-from segments.deletion_checks import deletion_verify
+from segments.deletion import services as deletion
+from segments.deletion.checks import deletion_verify
 from segments.models import DeletionJob, DeletionJobProfile, SegmentMembership
 from tests.segments.population import activity_counts, insert_population, rows_of
 from tests.workers import (

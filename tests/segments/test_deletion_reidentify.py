@@ -7,7 +7,7 @@ import pytest
 from messaging.models import Message, MessageActivity
 from profiles.models import Event, Profile, SubscriptionPreference
 from profiles.services import api_key_create
-from segments.deletion import deletion_run, deletion_start
+from segments.deletion.services import deletion_run, deletion_start
 from segments.models import SegmentMembership
 from tests.segments.population import build_population
 

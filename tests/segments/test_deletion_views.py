@@ -165,7 +165,7 @@ def test_a_segment_named_like_markup_is_shown_as_text_and_can_be_confirmed(edito
 def job(population):
     from django.contrib.auth.models import Group, User
 
-    from segments.deletion import deletion_start
+    from segments.deletion.services import deletion_start
 
     dora = User.objects.create_user("dora")
     dora.groups.add(Group.objects.get(name="Editors"))

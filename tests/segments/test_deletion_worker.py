@@ -2,7 +2,7 @@
 
 import pytest
 
-from segments.deletion import deletion_start
+from segments.deletion.services import deletion_start
 from segments.models import DeletionJob
 from tests.segments.population import activity_counts, build_population, rows_of
 from tests.segments.test_deletion import assert_erased

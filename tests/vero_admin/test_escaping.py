@@ -2,7 +2,7 @@
 
 import pytest
 
-from segments import deletion
+from segments.deletion import services as deletion
 from segments.models import DeletionJob
 from tests.messaging.factories import CampaignFactory, MessageFactory
 from tests.profiles.factories import EventFactory, ProfileFactory

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from segments.benchmark import BenchConfig, benchmark_deletion, format_table
+from segments.deletion.benchmark import BenchConfig, benchmark_deletion, format_table
 
 
 class Command(BaseCommand):

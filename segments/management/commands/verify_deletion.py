@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from segments.deletion_checks import deletion_verify
+from segments.deletion.checks import deletion_verify
 from segments.models import DeletionJob
 
 

@@ -44,7 +44,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from profiles.erasure import profiles_erase
-from segments.deletion_selectors import user_can_delete_profiles
+from segments.deletion.selectors import user_can_delete_profiles
 from segments.models import (
     DeletionBatch,
     DeletionJob,

@@ -11,9 +11,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from segments import deletion
-from segments.deletion_forms import DeleteProfilesForm
-from segments.deletion_selectors import (
+from segments.deletion import services as deletion
+from segments.deletion.forms import DeleteProfilesForm
+from segments.deletion.selectors import (
     deletion_dialog_context,
     deletion_panel_context,
     user_can_delete_profiles,

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from segments import deletion_views
+from segments.deletion import views as deletion_views
 
 urlpatterns = [
     path("<int:pk>/delete-profiles/", deletion_views.delete_profiles, name="delete_profiles"),

@@ -357,7 +357,7 @@ def run_floor(dbs: Databases, name: str, log) -> dict:
             created_by_username=user.username,
             status="completed",
         )
-        from segments.deletion import _snapshot_membership
+        from segments.deletion.services import _snapshot_membership
 
         total = _snapshot_membership(job=job, segment=segment)
         doomed_sql, params = _snapshot_ids_of_job(job.pk)
@@ -637,7 +637,7 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
     with dbs.use(name):
         from django.contrib.auth.models import Group, User
 
-        from segments.deletion import deletion_start
+        from segments.deletion.services import deletion_start
         from segments.models import DeletionBatch, DeletionJob, Segment
 
         segment = Segment.objects.get(name=BENCH_SEGMENT)
