@@ -4,6 +4,7 @@ from django.conf import settings
 
 from segments import services
 from segments.deletion import services as deletion
+from segments.deletion import watchdog
 
 
 def run_deletion_job(job_id: int) -> str:
@@ -11,7 +12,7 @@ def run_deletion_job(job_id: int) -> str:
 
 
 def deletion_watchdog() -> list[int]:
-    return deletion.deletion_watchdog()
+    return watchdog.deletion_watchdog()
 
 
 def refresh_segment(segment_id: int) -> None:

@@ -7,6 +7,7 @@ from django.db import connection
 from messaging.models import Message, MessageActivity
 from profiles.models import Event, Profile, SubscriptionPreference
 from segments.deletion import services as deletion
+from segments.deletion import watchdog
 from segments.models import DeletionJob, DeletionJobProfile, Segment, SegmentMembership
 from tests.profiles.factories import ProfileFactory
 from tests.segments.factories import SegmentMembershipFactory
@@ -273,7 +274,7 @@ def test_the_watchdog_resumes_a_job_without_heartbeat(
         status="running", heartbeat_at=timezone.now() - timedelta(minutes=5)
     )
     with django_capture_on_commit_callbacks() as callbacks:
-        assert deletion.deletion_watchdog() == [job.pk]
+        assert watchdog.deletion_watchdog() == [job.pk]
     assert len(callbacks) == 1  # the job is enqueued again
     job.refresh_from_db()
     assert job.attempts == 1 and job.status == "running"
@@ -290,7 +291,7 @@ def test_the_watchdog_fails_a_job_after_too_many_crashes(population, alice):
         heartbeat_at=timezone.now() - timedelta(minutes=5),
         attempts=deletion.MAX_ATTEMPTS - 1,
     )
-    deletion.deletion_watchdog()
+    watchdog.deletion_watchdog()
     job.refresh_from_db()
     assert job.status == "failed"
     assert "Stopped after" in job.error and "no heartbeat" in job.error
@@ -306,7 +307,7 @@ def test_the_watchdog_leaves_a_fresh_job_alone_and_takes_a_stale_one(population,
         segment=other.segment, user=alice, typed_name="Lapsed", expected_count=2
     ).job
     _make_stale(stale)
-    assert deletion.deletion_watchdog() == [stale.pk]
+    assert watchdog.deletion_watchdog() == [stale.pk]
     fresh.refresh_from_db()
     assert fresh.attempts == 0 and fresh.error == ""
 
@@ -391,7 +392,7 @@ def test_the_watchdog_leaves_a_live_runner_alone_even_with_a_stale_heartbeat(pop
     try:
         with other.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s, %s)", deletion._lock_key(job.pk))
-        assert deletion.deletion_watchdog() == []
+        assert watchdog.deletion_watchdog() == []
     finally:
         other.close()
     job.refresh_from_db()
@@ -421,7 +422,7 @@ def test_a_job_whose_first_task_was_lost_is_started_without_counting_a_crash(
     job = start(population, alice)
     DeletionJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks() as callbacks:
-        assert deletion.deletion_watchdog() == [job.pk]
+        assert watchdog.deletion_watchdog() == [job.pk]
     assert len(callbacks) == 1
     job.refresh_from_db()
     assert job.attempts == 0 and job.status == "pending"

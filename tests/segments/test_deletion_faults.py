@@ -35,6 +35,7 @@ from django_q.tasks import async_task
 from messaging.models import Message, MessageActivity
 from profiles.models import Event, Profile, SubscriptionPreference
 from segments.deletion import services as deletion
+from segments.deletion import watchdog
 from segments.deletion.checks import deletion_verify
 from segments.models import DeletionJob, DeletionJobProfile, SegmentMembership
 from tests.segments.population import activity_counts, insert_population, rows_of
@@ -250,7 +251,7 @@ def test_sigkill_at_random_points_then_a_restart_completes_the_job(
         if killed.is_active:
             # The watchdog resumes it without waiting for the broker.
             time.sleep(STALE_AFTER + 0.2)
-            assert deletion.deletion_watchdog() == [job.pk]
+            assert watchdog.deletion_watchdog() == [job.pk]
         cluster.start()
 
     wait_for_status(job, "completed", "failed", timeout=60)
