@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -113,6 +114,15 @@ class DeletionJob(models.Model):
     messages_anonymized = models.BigIntegerField(default=0)
     activity_anonymized = models.BigIntegerField(default=0)
     cursor = models.BigIntegerField(default=0)
+    # Snapshot profiles behind the cursor that someone else held locked when
+    # their batch ran: the job moves on and comes back to them at the end.
+    deferred_profile_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    # What the job is waiting for, for the page (empty when it is not waiting).
+    waiting_for = models.TextField(blank=True)
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    # Other segments that lost members to this job: recounted when it ends.
+    touched_segment_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    last_progress_at = models.DateTimeField(null=True, blank=True)
     batches = models.PositiveIntegerField(default=0)
     longest_batch_ms = models.PositiveIntegerField(default=0)
 
