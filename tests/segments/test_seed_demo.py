@@ -80,3 +80,33 @@ def test_demo_profiles_look_real():
     assert "@" in profile.email and profile.user_id == "u1"
     assert {"first_name", "country", "plan"} <= set(profile.properties)
     assert 10 <= profile.events.count() <= 50
+
+
+def _demo_state() -> dict:
+    """Everything a start of `make run` could change: memberships, counts,
+    refresh times, campaigns and their sends, logins."""
+    return {
+        "memberships": sorted(SegmentMembership.objects.values_list("segment_id", "profile_id")),
+        "segments": sorted(
+            Segment.objects.values_list("pk", "name", "member_count", "last_refreshed_at")
+        ),
+        "profiles": sorted(Profile.objects.values_list("pk", "properties", "subscribed")),
+        "campaigns": sorted(Campaign.objects.values_list("pk", "name", "sent_at")),
+        "messages": Message.objects.count(),
+        "users": sorted(User.objects.values_list("username", "password", "is_superuser")),
+    }
+
+
+def test_a_second_seed_demo_changes_no_data(settings):
+    """`make run` runs seed_demo at every start: after the first, a start must
+    not refresh a segment (a refresh during a deletion would drop members)."""
+    settings.DEBUG = True
+    seed()
+    segment = Segment.objects.get(name="Unsubscribed")
+    # A member the rules would no longer pick, as after a deletion or an edit:
+    # only an explicit refresh may take it away.
+    kept = Profile.objects.filter(subscribed=True).first()
+    SegmentMembership.objects.create(segment=segment, profile=kept)
+    before = _demo_state()
+    seed()
+    assert _demo_state() == before

@@ -172,14 +172,17 @@ class Command(BaseCommand):
                 "when DEBUG is off. Use --no-users to seed data only."
             )
         started = time.monotonic()
+        # `make run` calls this at every start. Only the first (no profiles
+        # yet) seeds and refreshes: a later refresh would rewrite memberships
+        # an editor or a running deletion relies on, so a start changes no data.
         if Profile.objects.exists():
-            self.stdout.write("Profiles already exist: keeping the data as it is.")
+            self.stdout.write("Profiles already exist: leaving the data as it is.")
         else:
             self._seed_profiles(profiles, events_per_profile)
-        segments = self._seed_segments()
-        if not no_refresh:
-            self._refresh(segments)
-        self._seed_campaigns()
+            segments = self._seed_segments()
+            if not no_refresh:
+                self._refresh(segments)
+            self._seed_campaigns()
         if not no_users:
             self._seed_users()
         self.stdout.write(self.style.SUCCESS(f"Done in {time.monotonic() - started:.1f}s."))
