@@ -38,7 +38,9 @@ class Message(models.Model):
     """One send of a campaign to one profile.
 
     Kept when the profile is erased, so reports keep counting it: the link to
-    the profile is cleared, and so is every field in PERSONAL_FIELDS.
+    the profile is cleared, and so is every field in PERSONAL_FIELDS;
+    ``anonymized_on`` records the day, which is how verify_deletion finds the
+    rows a job kept without keeping any trace of whose they were.
     """
 
     PERSONAL_FIELDS = ("recipient_email",)
@@ -49,6 +51,7 @@ class Message(models.Model):
     )
     recipient_email = models.EmailField(max_length=254, blank=True, default="")
     sent_at = models.DateTimeField()
+    anonymized_on = models.DateField(null=True, blank=True, editable=False)
 
     class Meta:
         indexes = [models.Index(fields=["campaign", "sent_at"], name="message_campaign_idx")]
@@ -64,11 +67,14 @@ class Message(models.Model):
 class MessageActivity(models.Model):
     """An open or a click of a message.
 
-    It carries its own link to the profile, so erasure can anonymize a batch's
-    activity with one indexed statement instead of a join through messages.
+    It carries its own link to the profile, so erasure finds most of a batch's
+    activity with one indexed lookup; it also erases every row of the person's
+    messages, whatever its own link says. A clicked URL is kept cut down to
+    scheme, host and path (``profiles.erasure.url_kept_sql``).
     """
 
     PERSONAL_FIELDS = ("ip_address", "user_agent")
+    PERSONAL_URL_FIELDS = ("url",)
 
     OPEN = "open"
     CLICK = "click"
@@ -83,6 +89,7 @@ class MessageActivity(models.Model):
     url = models.URLField("clicked URL", max_length=2000, blank=True, default="")
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=500, blank=True, default="")
+    anonymized_on = models.DateField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name_plural = "message activity"

@@ -1,15 +1,27 @@
 """Erasing profiles: one piece of code for every way a person is deleted.
 
-The segment deletion job and the API's single-user delete both call
-:func:`profiles_erase`. It does not know the apps above it: it walks
+The segment deletion job, the API's single-user delete and Django admin all
+call :func:`profiles_erase`. It does not know the apps above it: it walks
 ``Profile._meta.related_objects`` and lets each foreign key say what happens
 to its rows:
 
 - ``on_delete=CASCADE``: the rows belong to the person and are deleted
   (events, preferences, segment memberships);
 - ``on_delete=SET_NULL``: the rows are kept for reporting, unlinked from the
-  profile, and the model's ``PERSONAL_FIELDS`` are cleared (messages, message
-  activity).
+  profile, the model's ``PERSONAL_FIELDS`` are cleared, its
+  ``PERSONAL_URL_FIELDS`` cut down to scheme, host and path (see
+  :func:`url_kept_sql`), and ``anonymized_on`` is set to the day (messages,
+  message activity).
+
+Rows that hang off a kept row are the person's too, whether or not they carry
+their own link to the profile: an open of the person's message with an empty
+``profile`` still holds an IP address. So the children of every kept model
+are anonymized through it (an activity row through its message).
+
+Django admin's action log keeps ``str(obj)`` of what was edited or deleted
+(a profile's email, "Launch to ada@example.com" for a message). For every
+model above, the entries about the batch's rows are rewritten to
+"<Model> of an erased person" with no change message.
 
 Anything else is refused when the plan is built, so a table added next year
 that points at Profile is either erased or stops the deletion loudly; it is
@@ -22,24 +34,66 @@ transaction: nothing is loaded into Python but the batch's profile ids.
 from dataclasses import dataclass, field
 from functools import cache
 
-from django.core.exceptions import ImproperlyConfigured
+from django.apps import apps
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import connection, models, transaction
 
 from profiles.models import Profile
 
 KEEP = "keep"
 DELETE = "delete"
+SCRUB = "scrub"
+ANONYMIZED_ON = "anonymized_on"
+ADMIN_LOG = "admin.logentry"
+
+_SCHEME = "[A-Za-z][A-Za-z0-9+.-]*:"
+
+
+def url_kept_sql(column: str) -> str:
+    """SQL for what erasure keeps of the URL in ``column`` (quoted, or an alias).
+
+    Kept: scheme, host (with port) and path, which is what a click report
+    groups by. Dropped: the query string and fragment (reset tokens, emails,
+    tracking ids), any ``user:password@`` before the host, every path segment
+    with an ``@`` in it (an address in the path), and all but the scheme of a
+    URL with no host (``mailto:ada@example.com`` keeps ``mailto:``). Applying
+    it twice changes nothing, so ``verify_deletion`` checks a kept URL by
+    comparing it with this. Use in a query run with parameters (``%%``).
+    """
+    return (
+        f"CASE WHEN {column} ~ '^{_SCHEME}(?!//)' "
+        f"THEN substring({column} from '^{_SCHEME}') "
+        "ELSE regexp_replace(regexp_replace("
+        f"substring({column} from '^[^?#]*'), '^({_SCHEME}//)[^/]*@', '\\1'), "
+        "'/[^/]*(@|%%40)[^/]*', '/[erased]', 'gi') END"
+    )
+
+
+def erased_repr(model: type[models.Model]) -> str:
+    """What Django admin's log says about a row of an erased person."""
+    return f"{str(model._meta.verbose_name).capitalize()} of an erased person"
 
 
 @dataclass(frozen=True)
 class ErasureStep:
     label: str  # e.g. "profiles.event"
-    action: str  # DELETE or KEEP
+    action: str  # DELETE, KEEP or SCRUB
     sql: str
+    params: tuple[tuple[str, str], ...] = ()
 
     def run(self, cursor, profile_ids: list[int]) -> int:
-        cursor.execute(self.sql, [profile_ids])
+        cursor.execute(self.sql, {"ids": profile_ids, **dict(self.params)})
         return cursor.rowcount
+
+
+@dataclass(frozen=True)
+class KeptRows:
+    """A model whose rows stay after erasure, and how a batch's rows are found:
+    through its own link to Profile, and/or through the kept rows it hangs off."""
+
+    model: type[models.Model]
+    profile_field: models.ForeignKey | None
+    parents: tuple[tuple[type[models.Model], models.ForeignKey], ...] = ()
 
 
 @dataclass
@@ -65,15 +119,125 @@ def _cleared_value(model_field: models.Field) -> str:
     )
 
 
+def personal_assignments(model: type[models.Model]) -> list[str]:
+    """``column = value`` for each personal field of ``model``, as erasure sets it."""
+    qn = connection.ops.quote_name
+    assignments = []
+    for name in getattr(model, "PERSONAL_FIELDS", ()):
+        model_field = model._meta.get_field(name)
+        assignments.append(f"{qn(model_field.column)} = {_cleared_value(model_field)}")
+    for name in getattr(model, "PERSONAL_URL_FIELDS", ()):
+        column = qn(model._meta.get_field(name).column)
+        assignments.append(f"{column} = {url_kept_sql(column)}")
+    return assignments
+
+
+def personal_data_left_sql(model: type[models.Model], alias: str) -> str:
+    """SQL that is true for a row of ``model`` (as ``alias``) that erasure
+    would still change: a personal field set, or a URL longer than it keeps."""
+    qn = connection.ops.quote_name
+    conditions = []
+    for name in getattr(model, "PERSONAL_FIELDS", ()):
+        model_field = model._meta.get_field(name)
+        column = f"{alias}.{qn(model_field.column)}"
+        conditions.append(f"{column} IS NOT NULL" if model_field.null else f"{column} <> ''")
+    for name in getattr(model, "PERSONAL_URL_FIELDS", ()):
+        column = f"{alias}.{qn(model._meta.get_field(name).column)}"
+        conditions.append(f"{column} IS DISTINCT FROM {url_kept_sql(column)}")
+    return " OR ".join(conditions) or "false"
+
+
+@cache
+def kept_rows() -> tuple[KeptRows, ...]:
+    """The kept models, children of kept models first (they are found
+    through their parent's link, so they must be anonymized before it is cleared)."""
+    direct = {}
+    for relation in Profile._meta.related_objects:
+        if not relation.many_to_many and relation.on_delete is models.SET_NULL:
+            model = relation.related_model
+            try:
+                marker = model._meta.get_field(ANONYMIZED_ON)
+            except FieldDoesNotExist:
+                marker = None
+            if not isinstance(marker, models.DateField):
+                raise ImproperlyConfigured(
+                    f"{model._meta.label} keeps rows of erased profiles (SET_NULL) but has no "
+                    f"DateField {ANONYMIZED_ON!r}: verify_deletion finds a job's kept rows by it."
+                )
+            direct[model] = relation.field
+    parents: dict[type[models.Model], list] = {}
+    for parent in direct:
+        for child_relation in parent._meta.related_objects:
+            child = child_relation.related_model
+            if child_relation.many_to_many or child._meta.related_objects:
+                raise ImproperlyConfigured(
+                    f"{child._meta.label} hangs off {parent._meta.label}, which erasure keeps, "
+                    "in a way it cannot follow; teach profiles.erasure how to anonymize it."
+                )
+            parents.setdefault(child, []).append((parent, child_relation.field))
+    children = [
+        KeptRows(child, direct.get(child), tuple(found)) for child, found in parents.items()
+    ]
+    others = [KeptRows(model, link) for model, link in direct.items() if model not in parents]
+    return tuple(children + others)
+
+
+def rows_of_batch_sql(kept: KeptRows) -> str:
+    """SQL condition for the batch's rows of a kept model, on its own table
+    (unqualified columns, ``%(ids)s`` for the batch's profile ids)."""
+    qn = connection.ops.quote_name
+    conditions = []
+    if kept.profile_field is not None:
+        conditions.append(f"{qn(kept.profile_field.column)} = ANY(%(ids)s)")
+    for parent, fk in kept.parents:
+        link = next(r.field for r in Profile._meta.related_objects if r.related_model is parent)
+        conditions.append(
+            f"{qn(fk.column)} = ANY(ARRAY(SELECT {qn(parent._meta.pk.column)} "  # noqa: S608
+            f"FROM {qn(parent._meta.db_table)} WHERE {qn(link.column)} = ANY(%(ids)s)))"
+        )
+    return " OR ".join(conditions)
+
+
+def _admin_log_step(model: type[models.Model], where: str) -> ErasureStep:
+    """Rewrite the admin log entries about the batch's rows of ``model``.
+
+    The ``EXISTS`` is evaluated once, first: when the log holds nothing about
+    this model (the usual case for events) the batch's rows are not even looked up.
+    """
+    from django.contrib.admin.models import LogEntry
+
+    qn = connection.ops.quote_name
+    log = qn(LogEntry._meta.db_table)
+    content_type = (
+        "(SELECT id FROM django_content_type WHERE app_label = %(app)s AND model = %(model)s)"
+    )
+    sql = (
+        f"UPDATE {log} SET object_repr = %(repr)s, change_message = '' "  # noqa: S608
+        f"WHERE EXISTS (SELECT 1 FROM {log} WHERE content_type_id = {content_type}) "
+        f"AND content_type_id = {content_type} "
+        f"AND object_id = ANY(ARRAY(SELECT {qn(model._meta.pk.column)}::text "
+        f"FROM {qn(model._meta.db_table)} WHERE {where}))"
+    )
+    params = (
+        ("app", model._meta.app_label),
+        ("model", model._meta.model_name),
+        ("repr", erased_repr(model)),
+    )
+    return ErasureStep(ADMIN_LOG, SCRUB, sql, params)
+
+
 @cache
 def erasure_plan() -> tuple[ErasureStep, ...]:
-    """The statements that erase a batch of profiles, children first.
+    """The statements that erase a batch of profiles, in the order they must run.
 
-    Built from the foreign keys to Profile; identifiers come from model
-    metadata, never from input.
+    Admin log entries first (they find their rows through the links erasure
+    then clears), then kept rows (children before the parents they are found
+    through), then deleted rows. Built from the foreign keys to Profile;
+    identifiers come from model metadata, never from input.
     """
     qn = connection.ops.quote_name
     keep_steps, delete_steps = [], []
+    found: dict[type[models.Model], list[str]] = {Profile: ["id = ANY(%(ids)s)"]}
     for relation in Profile._meta.related_objects:
         model = relation.related_model
         label = model._meta.label_lower
@@ -87,11 +251,11 @@ def erasure_plan() -> tuple[ErasureStep, ...]:
                 ErasureStep(
                     through.label_lower,
                     DELETE,
-                    f"DELETE FROM {qn(through.db_table)} WHERE {qn(column)} = ANY(%s)",  # noqa: S608
+                    f"DELETE FROM {qn(through.db_table)} WHERE {qn(column)} = ANY(%(ids)s)",  # noqa: S608
                 )
             )
             continue
-        column = qn(relation.field.column)
+        where = f"{qn(relation.field.column)} = ANY(%(ids)s)"
         if relation.on_delete is models.CASCADE:
             if model._meta.related_objects:
                 raise ImproperlyConfigured(
@@ -99,27 +263,42 @@ def erasure_plan() -> tuple[ErasureStep, ...]:
                     "reference; teach profiles.erasure how to erase those first."
                 )
             delete_steps.append(
-                ErasureStep(label, DELETE, f"DELETE FROM {table} WHERE {column} = ANY(%s)")  # noqa: S608
+                ErasureStep(label, DELETE, f"DELETE FROM {table} WHERE {where}")  # noqa: S608
             )
-        elif relation.on_delete is models.SET_NULL:
-            assignments = [f"{column} = NULL"]
-            for name in getattr(model, "PERSONAL_FIELDS", ()):
-                model_field = model._meta.get_field(name)
-                assignments.append(f"{qn(model_field.column)} = {_cleared_value(model_field)}")
-            keep_steps.append(
-                ErasureStep(
-                    label,
-                    KEEP,
-                    f"UPDATE {table} SET {', '.join(assignments)} WHERE {column} = ANY(%s)",  # noqa: S608
-                )
-            )
-        else:
+            found.setdefault(model, []).append(where)
+        elif relation.on_delete is not models.SET_NULL:
             raise ImproperlyConfigured(
                 f"{model._meta.label}.{relation.field.name} points at Profile with "
                 f"on_delete={relation.on_delete.__name__}; erasure supports CASCADE (the rows "
                 "are deleted with the person) and SET_NULL (kept, anonymized)."
             )
-    return tuple(keep_steps + delete_steps)
+    for kept in kept_rows():
+        model = kept.model
+        where = rows_of_batch_sql(kept)
+        found.setdefault(model, []).append(where)
+        assignments = []
+        if kept.profile_field is not None:
+            assignments.append(f"{qn(kept.profile_field.column)} = NULL")
+        assignments += personal_assignments(model)
+        if any(f.name == ANONYMIZED_ON for f in model._meta.concrete_fields):
+            column = model._meta.get_field(ANONYMIZED_ON).column
+            assignments.append(f"{qn(column)} = CURRENT_DATE")
+        if assignments:
+            keep_steps.append(
+                ErasureStep(
+                    model._meta.label_lower,
+                    KEEP,
+                    f"UPDATE {qn(model._meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
+                    f"WHERE {where}",
+                )
+            )
+    scrub_steps = []
+    if apps.is_installed("django.contrib.admin"):
+        scrub_steps = [
+            _admin_log_step(model, " OR ".join(f"({c})" for c in conditions))
+            for model, conditions in found.items()
+        ]
+    return tuple(scrub_steps + keep_steps + delete_steps)
 
 
 def profile_tables() -> dict[str, str]:

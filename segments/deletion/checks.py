@@ -8,7 +8,13 @@ ask the same questions after a job, whatever happened to it on the way:
   its ``cursor``. Those profiles, and every row that pointed at them, must
   not exist; profiles past the cursor may.
 - Rows kept for reporting (messages, message activity) are unlinked from the
-  profile; none of those rows may still hold personal data.
+  profile; none of this job's kept rows (anonymized on the job's days, or
+  hanging off such a row) may still hold personal data or a URL longer than
+  erasure keeps. Rows erasure never touched (another person's) are not
+  looked at, so they cannot fail the check.
+- Django admin's log names none of them: every entry about a handled profile,
+  and every entry written up to the job's end about its kept rows, reads
+  "… of an erased person" with no change message.
 - The job's counters agree with its snapshot: deleted + skipped is the number
   of snapshot rows up to the cursor, and the total once it completed.
 
@@ -17,10 +23,13 @@ The tables come from ``Profile._meta.related_objects``, as in
 """
 
 from dataclasses import dataclass, field
+from datetime import UTC
 
-from django.db import connection, models
-from django.db.models import Q
+from django.apps import apps
+from django.db import connection
+from django.utils import timezone
 
+from profiles.erasure import ANONYMIZED_ON, erased_repr, kept_rows, personal_data_left_sql
 from profiles.models import Profile
 from segments.models import DeletionJob, DeletionJobProfile
 
@@ -55,7 +64,9 @@ def deletion_verify(*, job: DeletionJob) -> DeletionReport:
     handled = _handled_snapshot(job)
     report.findings.append(_profiles_gone(job, handled))
     report.findings.extend(_related_rows_gone(handled))
-    report.findings.extend(_kept_rows_anonymized())
+    report.findings.extend(_kept_rows_anonymized(job))
+    if apps.is_installed("django.contrib.admin"):
+        report.findings.append(_admin_log_clean(job, handled))
     report.findings.extend(_counters_agree(job))
     return report
 
@@ -129,31 +140,116 @@ def _related_rows_gone(handled: tuple[str, list]) -> list[Finding]:
     return findings
 
 
-def _kept_rows_anonymized() -> list[Finding]:
-    """Rows unlinked from their profile hold none of their PERSONAL_FIELDS."""
+def _job_days(job: DeletionJob) -> tuple:
+    """The first and last day (UTC) on which this job can have anonymized rows."""
+    end = job.finished_at or timezone.now()
+    return job.created_at.astimezone(UTC).date(), end.astimezone(UTC).date()
+
+
+def _kept_rows_of_job(kept, job: DeletionJob) -> tuple[str, list]:
+    """SQL condition (on alias ``t``) for the rows of a kept model this job
+    may have anonymized: by their own date, or by the date of the row they
+    hang off (an open of an anonymized message)."""
+    qn = connection.ops.quote_name
+    first, last = _job_days(job)
+    conditions, params = [], []
+    if any(f.name == ANONYMIZED_ON for f in kept.model._meta.concrete_fields):
+        column = qn(kept.model._meta.get_field(ANONYMIZED_ON).column)
+        conditions.append(f"t.{column} BETWEEN %s AND %s")
+        params += [first, last]
+    for parent, fk in kept.parents:
+        parent_column = qn(parent._meta.get_field(ANONYMIZED_ON).column)
+        conditions.append(
+            f"t.{qn(fk.column)} IN (SELECT {qn(parent._meta.pk.column)} "  # noqa: S608
+            f"FROM {qn(parent._meta.db_table)} WHERE {parent_column} BETWEEN %s AND %s)"
+        )
+        params += [first, last]
+    return " OR ".join(conditions) or "false", params
+
+
+def _kept_rows_anonymized(job: DeletionJob) -> list[Finding]:
+    """This job's kept rows hold none of their personal fields, and no URL
+    longer than erasure keeps (the same SQL as ``profiles.erasure``)."""
+    qn = connection.ops.quote_name
     findings = []
-    for relation in Profile._meta.related_objects:
-        model = relation.related_model
-        personal = getattr(model, "PERSONAL_FIELDS", ())
-        if relation.many_to_many or relation.on_delete is not models.SET_NULL or not personal:
+    for kept in kept_rows():
+        model = kept.model
+        left = personal_data_left_sql(model, "t")
+        if left == "false":
             continue
-        still_set = Q()
-        for name in personal:
-            model_field = model._meta.get_field(name)
-            still_set |= Q(**{f"{name}__isnull": False}) if model_field.null else ~Q(**{name: ""})
-        unlinked = model.objects.filter(**{f"{relation.field.name}__isnull": True})
-        count = unlinked.filter(still_set).count()
-        label = f"{model._meta.label_lower} anonymized"
+        scope, params = _kept_rows_of_job(kept, job)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT t.{qn(model._meta.pk.column)} FROM {qn(model._meta.db_table)} t "  # noqa: S608
+                f"WHERE ({scope}) AND ({left}) ORDER BY 1",
+                params,
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+        personal = [
+            *getattr(model, "PERSONAL_FIELDS", ()),
+            *getattr(model, "PERSONAL_URL_FIELDS", ()),
+        ]
         findings.append(
             Finding(
-                label,
-                count == 0,
-                f"No unlinked row holds {', '.join(personal)}."
-                if count == 0
-                else f"{count:,} unlinked rows still hold {', '.join(personal)}.",
+                f"{model._meta.label_lower} anonymized",
+                not ids,
+                f"No row this job kept holds {', '.join(personal)}."
+                if not ids
+                else f"{len(ids):,} rows this job kept still hold {', '.join(personal)} "
+                f"(ids {_sample(ids)}).",
             )
         )
     return findings
+
+
+def _admin_log_clean(job: DeletionJob, handled: tuple[str, list]) -> Finding:
+    """No admin log entry about a handled profile or this job's kept rows
+    says who it was about."""
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    qn = connection.ops.quote_name
+    log = qn(LogEntry._meta.db_table)
+    handled_sql, handled_params = handled
+    queries = [
+        (
+            f"SELECT l.id FROM {log} l WHERE l.content_type_id = %s "  # noqa: S608
+            f"AND l.object_id IN (SELECT profile_id::text FROM ({handled_sql}) h) "
+            "AND NOT (l.object_repr = %s AND l.change_message = '')",
+            [ContentType.objects.get_for_model(Profile).pk, *handled_params, erased_repr(Profile)],
+        )
+    ]
+    written_by = job.finished_at or timezone.now()
+    for kept in kept_rows():
+        model = kept.model
+        scope, params = _kept_rows_of_job(kept, job)
+        queries.append(
+            (
+                f"SELECT l.id FROM {log} l WHERE l.content_type_id = %s "  # noqa: S608
+                f"AND l.action_time <= %s AND l.object_id IN (SELECT "
+                f"t.{qn(model._meta.pk.column)}::text FROM {qn(model._meta.db_table)} t "
+                f"WHERE {scope}) AND NOT (l.object_repr = %s AND l.change_message = '')",
+                [
+                    ContentType.objects.get_for_model(model).pk,
+                    written_by,
+                    *params,
+                    erased_repr(model),
+                ],
+            )
+        )
+    ids = []
+    with connection.cursor() as cursor:
+        for sql, params in queries:
+            cursor.execute(sql, params)
+            ids += [row[0] for row in cursor.fetchall()]
+    if not ids:
+        return Finding("admin log", True, "No admin log entry names a person of this job.")
+    return Finding(
+        "admin log",
+        False,
+        f"{len(ids):,} admin log entries about this job's profiles or kept rows still say "
+        f"whom they were about (log ids {_sample(sorted(ids))}).",
+    )
 
 
 def _counters_agree(job: DeletionJob) -> list[Finding]:

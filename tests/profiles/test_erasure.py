@@ -1,9 +1,21 @@
 import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models, transaction
+from django.db import connection, models, transaction
+from django.utils import timezone
 
 from messaging.models import Message, MessageActivity
-from profiles.erasure import DELETE, KEEP, erasure_plan, profile_erase, profiles_erase
+from profiles.erasure import (
+    DELETE,
+    KEEP,
+    SCRUB,
+    erased_repr,
+    erasure_plan,
+    kept_rows,
+    profile_erase,
+    profiles_erase,
+    url_kept_sql,
+)
 from profiles.models import Event, Profile, SubscriptionPreference
 from segments.models import SegmentMembership
 from tests.messaging.factories import MessageActivityFactory
@@ -83,3 +95,122 @@ def test_missing_ids_are_skipped():
 def test_it_refuses_to_run_outside_a_transaction(transactional_db):
     with pytest.raises(RuntimeError, match="atomic"):
         profiles_erase(profile_ids=[1])
+
+
+# --- copies of personal data beyond the profile's own rows ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        (
+            "https://shop.example.com/reset?email=ada@example.com&token=s3cret",
+            "https://shop.example.com/reset",
+        ),
+        ("https://shop.example.com/welcome#token=s3cret", "https://shop.example.com/welcome"),
+        ("https://ada:pw@shop.example.com:8443/a/b?x=1", "https://shop.example.com:8443/a/b"),
+        (
+            "https://shop.example.com/u/ada@example.com/edit",
+            "https://shop.example.com/u/[erased]/edit",
+        ),
+        ("https://shop.example.com/u/ADA%40EXAMPLE.COM", "https://shop.example.com/u/[erased]"),
+        ("mailto:ada@example.com?subject=Hi", "mailto:"),
+        ("https://shop.example.com", "https://shop.example.com"),
+        ("", ""),
+    ],
+)
+def test_a_kept_url_is_cut_down_to_scheme_host_and_path(url, kept):
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {url_kept_sql('%(url)s')}", {"url": url})
+        assert cursor.fetchone()[0] == kept
+        cursor.execute(f"SELECT {url_kept_sql('%(url)s')}", {"url": kept})
+        assert cursor.fetchone()[0] == kept  # applying it again changes nothing
+
+
+def test_a_click_keeps_no_query_string_after_erasure_and_anothers_click_is_untouched():
+    person, bystander = ProfileFactory(), ProfileFactory()
+    token_url = "https://shop.example.com/reset?email=ada@example.com&token=s3cret#top"
+    click = MessageActivityFactory(
+        message__profile=person, kind=MessageActivity.CLICK, url=token_url
+    )
+    theirs = MessageActivityFactory(
+        message__profile=bystander, kind=MessageActivity.CLICK, url=token_url
+    )
+
+    profile_erase(profile=person)
+
+    click.refresh_from_db()
+    assert click.url == "https://shop.example.com/reset"
+    assert click.anonymized_on == timezone.now().date()
+    theirs.refresh_from_db()
+    assert (theirs.url, theirs.anonymized_on) == (token_url, None)
+
+
+def test_activity_on_the_persons_message_is_erased_even_without_its_own_link():
+    """An open recorded before the profile was known (profile empty) still
+    holds the person's IP address: it goes through the message."""
+    person, bystander = ProfileFactory(), ProfileFactory()
+    unlinked = MessageActivityFactory(message__profile=person, profile=None)
+    theirs = MessageActivityFactory(message__profile=bystander, profile=None)
+
+    result = profile_erase(profile=person)
+
+    unlinked.refresh_from_db()
+    assert (unlinked.ip_address, unlinked.user_agent) == (None, "")
+    assert result.count("messaging.messageactivity") == 1
+    theirs.refresh_from_db()
+    assert theirs.ip_address == "198.51.100.7"
+
+
+def _log(user, obj, flag=CHANGE, message='[{"changed": {"fields": ["Email"]}}]'):
+    return LogEntry.objects.log_actions(
+        user_id=user.pk,
+        queryset=[obj],
+        action_flag=flag,
+        change_message=message,
+        single_object=True,
+    )
+
+
+def test_admin_log_entries_about_the_person_and_their_rows_no_longer_name_them(admin_user):
+    person, bystander = ProfileFactory(email="ada@example.com"), ProfileFactory()
+    activity = MessageActivityFactory(message__profile=person)
+    entries = [
+        _log(admin_user, person),
+        _log(admin_user, activity.message),
+        _log(admin_user, activity),
+        _log(admin_user, EventFactory(profile=person)),
+        _log(admin_user, SubscriptionPreferenceFactory(profile=person)),
+        _log(admin_user, SegmentMembershipFactory(profile=person)),
+    ]
+    theirs = _log(admin_user, bystander)
+    assert "ada@example.com" in entries[1].object_repr
+
+    result = profile_erase(profile=person)
+
+    assert result.count("admin.logentry") == len(entries)
+    for entry in entries:
+        entry.refresh_from_db()
+        model = entry.content_type.model_class()
+        assert (entry.object_repr, entry.change_message) == (erased_repr(model), "")
+    assert not LogEntry.objects.filter(object_repr__contains="ada@example.com").exists()
+    theirs.refresh_from_db()
+    assert theirs.object_repr == bystander.email
+
+
+def test_every_model_found_through_a_profile_has_its_admin_log_rewritten():
+    scrubbed = [step.sql for step in erasure_plan() if step.action == SCRUB]
+    found = {Profile} | {rel.related_model for rel in Profile._meta.related_objects}
+    for kept in kept_rows():
+        found |= {kept.model}
+    tables = {model._meta.db_table for model in found if not model._meta.auto_created}
+    for table in tables:
+        assert any(f'FROM "{table}" WHERE' in sql for sql in scrubbed), table
+
+
+def test_every_row_hanging_off_a_kept_row_is_anonymized_through_it():
+    kept = {entry.model: entry for entry in kept_rows()}
+    for model in list(kept):
+        for relation in model._meta.related_objects:
+            child = kept[relation.related_model]
+            assert (model, relation.field) in child.parents

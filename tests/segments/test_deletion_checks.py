@@ -1,6 +1,8 @@
 from io import StringIO
 
 import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.core.management import CommandError, call_command
 
 from messaging.models import Message, MessageActivity
@@ -8,6 +10,7 @@ from profiles.models import Profile
 from segments.deletion import services as deletion
 from segments.deletion.checks import deletion_verify
 from segments.models import DeletionJob
+from tests.messaging.factories import MessageActivityFactory, MessageFactory
 from tests.segments.population import build_population
 from tests.segments.test_deletion import run_to_end, start
 
@@ -40,7 +43,7 @@ def test_a_completed_job_passes_every_check(population, alice):
         checks
     )
     assert {"messaging.message anonymized", "messaging.messageactivity anonymized"} <= checks
-    assert {"total", "handled", "completed"} <= checks
+    assert {"total", "handled", "completed", "admin log"} <= checks
 
 
 def test_the_command_prints_the_report_and_succeeds(population, alice):
@@ -136,3 +139,84 @@ def test_every_table_that_points_at_a_profile_is_checked(population, alice):
     checked = {finding.check for finding in deletion_verify(job=job).findings}
     for relation in Profile._meta.related_objects:
         assert relation.related_model._meta.label_lower in checked
+
+
+# --- copies of personal data the job must not leave ------------------------------------
+
+
+def _an_erased_click():
+    return MessageActivity.objects.filter(profile=None, kind=MessageActivity.CLICK).first()
+
+
+def test_a_query_string_left_on_an_erased_click_fails(population, alice):
+    job = start(population, alice)
+    run_to_end(job)
+    MessageActivity.objects.filter(pk=_an_erased_click().pk).update(
+        url="https://x.test/a?email=someone@example.com&token=s3cret"
+    )
+    assert failed_checks(job) == {"messaging.messageactivity anonymized"}
+
+
+def test_activity_left_unlinked_on_an_erased_persons_message_fails(population, alice):
+    job = start(population, alice)
+    run_to_end(job)
+    message = Message.objects.filter(profile=None).first()
+    MessageActivityFactory(message=message, profile=None, ip_address="192.0.2.1")
+    assert failed_checks(job) == {"messaging.messageactivity anonymized"}
+
+
+def test_an_admin_log_entry_naming_an_erased_profile_fails(population, alice, admin_user):
+    job = start(population, alice)
+    run_to_end(job)
+    LogEntry.objects.create(
+        user=admin_user,
+        content_type=ContentType.objects.get_for_model(Profile),
+        object_id=str(population.doomed[0]),
+        object_repr="someone@example.com",
+        action_flag=CHANGE,
+    )
+    assert failed_checks(job) == {"admin log"}
+
+
+def test_an_earlier_admin_log_entry_naming_an_erased_persons_message_fails(
+    population, alice, admin_user
+):
+    job = start(population, alice)
+    run_to_end(job)
+    LogEntry.objects.create(
+        user=admin_user,
+        content_type=ContentType.objects.get_for_model(Message),
+        object_id=str(Message.objects.filter(profile=None).first().pk),
+        object_repr="Launch to someone@example.com",
+        action_flag=CHANGE,
+        action_time=job.created_at,
+    )
+    assert failed_checks(job) == {"admin log"}
+
+
+def test_the_admin_log_of_a_completed_job_names_nobody(population, alice, admin_user):
+    person = Profile.objects.get(pk=population.doomed[0])
+    LogEntry.objects.log_actions(
+        user_id=admin_user.pk, queryset=[person, person.messages.first()], action_flag=CHANGE
+    )
+    job = start(population, alice)
+    run_to_end(job)
+    assert deletion_verify(job=job).ok
+
+
+def test_rows_the_job_did_not_touch_cannot_fail_it(population, alice):
+    """Another person's click with a query string, an open of a survivor's
+    message without its own link, a message to an address no profile has:
+    none is this job's, so none fails it."""
+    job = start(population, alice)
+    run_to_end(job)
+    survivor = Profile.objects.get(pk=population.survivors[0])
+    survivors_message = survivor.messages.first()
+    MessageActivityFactory(
+        message=survivors_message,
+        kind=MessageActivity.CLICK,
+        url="https://x.test/a?email=survivor@example.com",
+    )
+    MessageActivityFactory(message=survivors_message, profile=None, ip_address="192.0.2.9")
+    MessageFactory(profile=None, recipient_email="walk-in@example.com")
+    assert deletion_verify(job=job).ok
