@@ -1,61 +1,27 @@
-import json
-
 from django import forms
 
+from segments.builder import Builder
 from segments.models import Segment
-from segments.rules import RulesError, rules_validate
-
-EXAMPLE_RULES = {
-    "match": "all",
-    "conditions": [
-        {"type": "property", "field": "plan", "operator": "equals", "value": "trial"},
-        {"type": "event", "event": "purchase", "operator": "not_done", "within_days": 30},
-    ],
-}
-
-
-class RulesField(forms.JSONField):
-    """JSON in a textarea, shown indented so people can read what they edit."""
-
-    widget = forms.Textarea
-
-    def prepare_value(self, value):
-        if isinstance(value, forms.fields.InvalidJSONInput):
-            return value
-        return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 class SegmentForm(forms.Form):
+    """A segment's name, description and rules.
+
+    The rules come from the builder (``segments.builder``): its rows, or the
+    JSON when that was edited. Rule problems are shown where they are: on
+    their row, or under the JSON.
+    """
+
     name = forms.CharField(max_length=200)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
-    rules = RulesField(
-        initial=EXAMPLE_RULES,
-        error_messages={
-            "invalid": "This is not valid JSON: check the quotes, commas and brackets."
-        },
-    )
+    rules = forms.CharField(required=False, strip=False)
 
-    def __init__(self, *args, segment: Segment | None = None, **kwargs):
+    def __init__(self, *args, builder: Builder, segment: Segment | None = None, **kwargs):
         self.segment = segment
+        self.builder = builder
         if segment is not None:
-            kwargs.setdefault(
-                "initial",
-                {"name": segment.name, "description": segment.description, "rules": segment.rules},
-            )
+            kwargs.setdefault("initial", {"name": segment.name, "description": segment.description})
         super().__init__(*args, **kwargs)
-        self.fields["rules"].widget.attrs.update(
-            {"rows": 18, "spellcheck": "false", "aria-describedby": "rules-help"}
-        )
-
-    def full_clean(self):
-        """Tie each error list (rendered with id ``<field id>_errors``) to its
-        field, so a screen reader reads the error with the field."""
-        super().full_clean()
-        for name in self.errors:
-            if name in self.fields:
-                attrs = self.fields[name].widget.attrs
-                described = f"{attrs.get('aria-describedby', '')} {self[name].auto_id}_errors"
-                attrs["aria-describedby"] = described.strip()
 
     def clean_name(self):
         name = self.cleaned_data["name"].strip()
@@ -67,9 +33,11 @@ class SegmentForm(forms.Form):
         return name
 
     def clean_rules(self):
-        rules = self.cleaned_data["rules"]
-        try:
-            rules_validate(rules)
-        except RulesError as error:
-            raise forms.ValidationError(error.errors) from None
-        return rules
+        if self.builder.json_errors:
+            raise forms.ValidationError(self.builder.json_errors)
+        return self.builder.rules
+
+    def clean(self):
+        if not self.builder.json_errors and not self.builder.is_valid:
+            self.add_error(None, "Some conditions need fixing: see the marked rows.")
+        return super().clean()

@@ -25,6 +25,7 @@ preferences and events. User values only ever travel as query parameters.
 """
 
 import datetime
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -55,6 +56,7 @@ BUILTIN_FIELDS = ("email", "user_id")
 
 MAX_CONDITIONS = 50
 MAX_TEXT = 200
+MAX_VALUE = 1000
 MAX_DAYS = 36500
 MAX_COUNT = 1_000_000
 
@@ -66,6 +68,7 @@ _KEYS = {
 }
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ISO_DATE_PREFIX = r"^\d{4}-\d{2}-\d{2}"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class RulesError(ValueError):
@@ -151,6 +154,11 @@ def _check_property(condition, where, errors):
             errors.append(f"{where}: “{operator}” takes no “value”.")
     elif not has_value:
         errors.append(f"{where}: “{operator}” needs a “value”.")
+    elif isinstance(value, str) and not (len(value) <= MAX_VALUE and _is_storable(value)):
+        errors.append(
+            f"{where}: “value” must be at most {MAX_VALUE} characters, "
+            "without NUL or unpaired surrogate characters."
+        )
     elif operator == "contains":
         if not isinstance(value, str) or not value:
             errors.append(f"{where}: “contains” needs a non-empty text value.")
@@ -215,7 +223,17 @@ def _check_keys(obj, allowed, where, errors):
 
 
 def _is_text(value) -> bool:
-    return isinstance(value, str) and len(value.strip()) > 0 and len(value) <= MAX_TEXT
+    return (
+        isinstance(value, str)
+        and len(value.strip()) > 0
+        and len(value) <= MAX_TEXT
+        and _is_storable(value)
+    )
+
+
+def _is_storable(value: str) -> bool:
+    """PostgreSQL's jsonb holds neither NUL nor a lone surrogate."""
+    return "\x00" not in value and not _SURROGATE.search(value)
 
 
 def _is_int(value) -> bool:
@@ -223,7 +241,10 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number: JSON has no NaN or Infinity, though Python's parser reads them."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _is_iso_date(value) -> bool:

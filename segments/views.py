@@ -1,17 +1,28 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from segments import selectors, services
+from segments.builder import builder_from_post, builder_from_rules, builder_tidy
+from segments.catalogue import catalogue_get
+from segments.counting import builder_preview
 from segments.deletion.selectors import deletion_panel_context
 from segments.forms import SegmentForm
 from segments.models import Segment
 from segments.rules import rules_describe
 from vero_admin.access import require_perms
 from vero_admin.pagination import keyset_page
+
+# A new segment starts with one empty condition to fill in.
+NEW_SEGMENT_RULES = {
+    "match": "all",
+    "conditions": [{"type": "property", "field": "", "operator": "equals", "value": ""}],
+}
 
 
 def _get_segment_for_user(
@@ -43,14 +54,15 @@ def segment_list(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@never_cache
 def segment_create(request: HttpRequest) -> HttpResponse:
     require_perms(request.user, "segments.view_segment", "segments.add_segment")
-    form = SegmentForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    form, preview = _segment_form(request, segment=None)
+    if form.is_bound and form.is_valid():
         segment = services.segment_create(**form.cleaned_data, user=request.user)
         messages.success(request, f"Created “{segment.name}”; its members are being counted.")
         return redirect(segment)
-    return render(request, "segments/form.html", {"form": form, "segment": None})
+    return _render_form(request, form, preview, segment=None)
 
 
 @require_GET
@@ -80,14 +92,75 @@ def _members_context(request: HttpRequest, segment: Segment) -> dict:
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@never_cache
 def segment_edit(request: HttpRequest, pk: int) -> HttpResponse:
     segment = _get_segment_for_user(request, pk, write=True)
-    form = SegmentForm(request.POST or None, segment=segment)
-    if request.method == "POST" and form.is_valid():
+    form, preview = _segment_form(request, segment=segment)
+    if form.is_bound and form.is_valid():
         services.segment_update(segment=segment, **form.cleaned_data)
         messages.success(request, f"Saved “{segment.name}”.")
         return redirect(segment)
-    return render(request, "segments/form.html", {"form": form, "segment": segment})
+    return _render_form(request, form, preview, segment=segment)
+
+
+def _segment_form(request: HttpRequest, *, segment: Segment | None):
+    """The form, bound when it is being saved. The builder's other buttons
+    (add, remove, move a row, count, open JSON as rows) post the same form
+    without JavaScript: the page comes back changed, with counts, unsaved."""
+    catalogue = catalogue_get()
+    if request.method != "POST":
+        rules = segment.rules if segment else NEW_SEGMENT_RULES
+        builder = builder_from_rules(rules, catalogue=catalogue)
+        return SegmentForm(builder=builder, segment=segment), None
+    builder = builder_from_post(request.POST, catalogue=catalogue)
+    action = request.POST.get("action", "save")
+    if action == "save":
+        return SegmentForm(request.POST, builder=builder, segment=segment), None
+    builder_tidy(builder.apply(action))
+    typed = {
+        "name": request.POST.get("name", ""),
+        "description": request.POST.get("description", ""),
+    }
+    form = SegmentForm(initial=typed, builder=builder, segment=segment)
+    return form, builder_preview(builder)
+
+
+def _render_form(request, form, preview, *, segment):
+    context = {"form": form, "builder": form.builder, "preview": preview, "segment": segment}
+    return render(request, "segments/form.html", context)
+
+
+def _require_builder_access(user) -> None:
+    """Editors only: the builder shows members' personal data to whoever may
+    change (or create) segments."""
+    require_perms(user, "segments.view_segment")
+    if not (user.has_perm("segments.change_segment") or user.has_perm("segments.add_segment")):
+        raise PermissionDenied
+
+
+@require_POST
+@login_required
+@never_cache
+def segment_builder(request: HttpRequest) -> HttpResponse:
+    """The builder re-rendered after a change of its shape (htmx): a row
+    added, removed, moved, or given another type or operator."""
+    _require_builder_access(request.user)
+    builder = builder_from_post(request.POST, catalogue=catalogue_get())
+    builder_tidy(builder.apply(request.POST.get("action", "")))
+    context = {"builder": builder, "preview": builder_preview(builder), "oob": True}
+    return render(request, "segments/_builder.html", context)
+
+
+@require_POST
+@login_required
+@never_cache
+def segment_builder_count(request: HttpRequest) -> HttpResponse:
+    """The counts, plain words and sample for the rows as they are (htmx,
+    while typing); the rows themselves are left alone."""
+    _require_builder_access(request.user)
+    builder = builder_from_post(request.POST, catalogue=catalogue_get())
+    context = {"builder": builder, "preview": builder_preview(builder), "oob": True}
+    return render(request, "segments/_builder.html#count", context)
 
 
 @require_http_methods(["GET", "POST"])
