@@ -155,6 +155,14 @@ def segment_refresh_requested(*, segment_id: int, statement_timeout: float | Non
             return  # recorded on the segment for the page to show
 
 
+def segment_try_lock_membership(*, segment_id: int) -> bool:
+    """Take, until the end of the current transaction, the lock a refresh
+    holds while it rewrites the segment's membership; False if it is taken.
+    Whoever holds it knows that nobody adds members to the segment meanwhile
+    (memberships are only ever added by a refresh)."""
+    return _try_refresh_lock(segment_id)
+
+
 def _try_refresh_lock(segment_id: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(

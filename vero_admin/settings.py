@@ -188,6 +188,10 @@ Q_CLUSTER = {
 # worker and is resumed by the watchdog.
 DELETION_SLICE_SECONDS = env_int("DELETION_SLICE_SECONDS", 20)
 DELETION_STALE_AFTER_SECONDS = env_int("DELETION_STALE_AFTER_SECONDS", 90)
+# Profiles another session keeps locked are set aside and retried at the end;
+# when only they are left, the job waits this long for them, then stops with
+# the reason (who holds them) so an Editor can resume it later.
+DELETION_LOCK_WAIT_SECONDS = env_int("DELETION_LOCK_WAIT_SECONDS", 300)
 
 if env_bool("Q_SYNC", False):
     Q_CLUSTER["sync"] = True

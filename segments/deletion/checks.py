@@ -76,9 +76,12 @@ def _handled_snapshot(job: DeletionJob) -> tuple[str, list]:
     table = connection.ops.quote_name(DeletionJobProfile._meta.db_table)
     if job.status == DeletionJob.Status.COMPLETED:
         return f"SELECT profile_id FROM {table} WHERE job_id = %s", [job.pk]  # noqa: S608
+    # Profiles set aside because someone else held them are behind the
+    # cursor but not handled yet.
     return (
-        f"SELECT profile_id FROM {table} WHERE job_id = %s AND profile_id <= %s",  # noqa: S608
-        [job.pk, job.cursor],
+        f"SELECT profile_id FROM {table} WHERE job_id = %s AND profile_id <= %s "  # noqa: S608
+        "AND NOT profile_id = ANY(%s)",
+        [job.pk, job.cursor, list(job.deferred_profile_ids)],
     )
 
 
@@ -255,7 +258,11 @@ def _admin_log_clean(job: DeletionJob, handled: tuple[str, list]) -> Finding:
 def _counters_agree(job: DeletionJob) -> list[Finding]:
     snapshot = DeletionJobProfile.objects.filter(job=job)
     snapshot_total = snapshot.count()
-    up_to_cursor = snapshot.filter(profile_id__lte=job.cursor).count()
+    up_to_cursor = (
+        snapshot.filter(profile_id__lte=job.cursor)
+        .exclude(profile_id__in=job.deferred_profile_ids)
+        .count()
+    )
     findings = [
         Finding(
             "total",
@@ -269,7 +276,13 @@ def _counters_agree(job: DeletionJob) -> list[Finding]:
             job.handled == up_to_cursor,
             f"Deleted + skipped ({job.deleted:,} + {job.skipped:,}) "
             + ("equals" if job.handled == up_to_cursor else "does not equal")
-            + f" the snapshot rows up to the cursor ({up_to_cursor:,}).",
+            + f" the snapshot rows up to the cursor ({up_to_cursor:,}"
+            + (
+                f", less {len(job.deferred_profile_ids):,} set aside)"
+                if job.deferred_profile_ids
+                else ")"
+            )
+            + ".",
         ),
     ]
     if job.status == DeletionJob.Status.COMPLETED:

@@ -21,6 +21,17 @@ class DeleteProfilesForm(forms.Form):
         },
     )
 
+    # Which membership the dialog showed (segment_membership_token): the
+    # confirmation is for those people, not for whoever a later refresh adds.
+    membership_token = forms.CharField(
+        max_length=64,
+        widget=forms.HiddenInput,
+        error_messages={
+            "required": "The dialog's membership stamp is missing; open it again. "
+            "Nothing was deleted."
+        },
+    )
+
     def __init__(self, *args, segment, **kwargs):
         super().__init__(*args, **kwargs)
         self.segment = segment

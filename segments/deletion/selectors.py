@@ -16,6 +16,19 @@ def user_can_delete_profiles(user) -> bool:
     return user.is_authenticated and user.has_perms(DELETE_PERMS)
 
 
+def segment_membership_token(segment: Segment) -> str:
+    """Names the membership the confirmation dialog shows.
+
+    Members are only ever added by a refresh, and every refresh sets
+    ``last_refreshed_at``; so a dialog that carries this token and the count
+    it showed confirms exactly one set of people. Removals (profiles deleted
+    meanwhile) change the count, which the confirmation checks as well.
+    """
+    if segment.last_refreshed_at is None:
+        return "never-refreshed"
+    return segment.last_refreshed_at.isoformat()
+
+
 def deletion_panel_context(*, segment: Segment, user) -> dict:
     """What the segment page shows about deletions: the menu item, the live
     progress of the latest job, and the deletion history."""

@@ -26,6 +26,7 @@ The guarantees, and where each one comes from:
 import logging
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -38,12 +39,13 @@ from django.db import (
     reset_queries,
     transaction,
 )
-from django.db.models import F
-from django.db.models.functions import Greatest
+from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from profiles.erasure import profiles_erase
-from segments.deletion.selectors import user_can_delete_profiles
+from profiles.models import Profile
+from segments.deletion.selectors import segment_membership_token, user_can_delete_profiles
 from segments.models import (
     DeletionBatch,
     DeletionJob,
@@ -51,6 +53,7 @@ from segments.models import (
     Segment,
     SegmentMembership,
 )
+from segments.services import segment_try_lock_membership
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ MAX_ATTEMPTS = 5
 BATCH_LOCK_TIMEOUT_MS = 1000
 LOCK_BACKOFF_SECONDS = 0.2
 LOCK_CONFLICTS = ("55P03", "40P01")  # lock_not_available, deadlock_detected
+# When only profiles held by someone else are left, look again this often.
+HELD_RETRY_SECONDS = 1.0
 
 
 class DeletionRefused(Exception):
@@ -109,16 +114,23 @@ def deletion_enqueue(*, job_id: int) -> None:
 
 
 def deletion_start(
-    *, segment: Segment, user, typed_name: str, expected_count: int | None
+    *,
+    segment: Segment,
+    user,
+    typed_name: str,
+    expected_count: int | None,
+    membership_token: str | None = None,
 ) -> StartResult:
     """Start deleting the segment's profiles, as confirmed by ``user``.
 
     ``typed_name`` must equal the segment's name exactly (case and inner
-    spaces included). ``expected_count`` is the number of profiles the
-    confirmation dialog showed; if the membership no longer has that many,
-    nothing starts and the user is asked to review again. If a deletion of
-    this segment is already running, that job is returned instead of a new
-    one (the database allows one active job per segment).
+    spaces included). ``expected_count`` and ``membership_token`` are what
+    the confirmation dialog showed (see ``membership_token()``): the user
+    confirmed *that* membership, so if a refresh has rewritten it since, or
+    its size differs in any way, nothing starts and the user is asked to
+    review again. If a deletion of this segment is already running, that job
+    is returned instead of a new one (the database allows one active job per
+    segment).
     """
     if not user_can_delete_profiles(user):
         raise PermissionDenied
@@ -131,18 +143,38 @@ def deletion_start(
         return StartResult(active, created=False)
     try:
         with transaction.atomic():
+            # A refresh holds this lock while it rewrites the membership, so
+            # between here and the commit nobody can add a member: the token
+            # read below and the snapshot taken after it see the same
+            # membership.
+            if not segment_try_lock_membership(segment_id=segment.pk):
+                raise DeletionRefused(
+                    f"“{segment.name}” is being refreshed right now. Wait for the refresh "
+                    "to finish, review who is in it, and confirm again. Nothing was deleted."
+                )
+            current = Segment.objects.filter(pk=segment.pk).first()
+            if current is None:
+                raise DeletionRefused("This segment no longer exists. Nothing was deleted.")
             job = DeletionJob.objects.create(
                 segment=segment,
                 segment_name=segment.name,
                 created_by=user,
                 created_by_username=user.get_username(),
             )
+            # The count is the snapshot's own row count: one statement, so no
+            # member can slip in between counting and copying.
             total = _snapshot_membership(job=job, segment=segment)
-            if expected_count is not None and total != expected_count:
+            refreshed = membership_token is not None and membership_token != (
+                segment_membership_token(current)
+            )
+            if refreshed or (expected_count is not None and total != expected_count):
+                shown = f"{expected_count:,}" if expected_count is not None else "another number"
+                what = "was refreshed" if refreshed else "changed"
                 raise CountChanged(
-                    f"The segment changed since the dialog was opened: it now has "
-                    f"{total:,} profiles, not {expected_count:,}. Review the new number "
-                    "and confirm again. Nothing was deleted.",
+                    f"The segment {what} after this dialog was opened: it now has "
+                    f"{total:,} profile{'s' if total != 1 else ''} (the dialog showed {shown}), "
+                    "and they may not be the same people. Review who is in it and confirm "
+                    "again. Nothing was deleted.",
                     current_count=total,
                 )
             job.total = total
@@ -298,22 +330,28 @@ def _run_slice(job_id: int, slice_seconds: float) -> str:
             _finish(job_id, status)
             return status.value
         try:
-            handled, elapsed = deletion_run_batch(job_id=job_id, batch_size=batch_size)
+            batch = deletion_run_batch(job_id=job_id, batch_size=batch_size)
         except OperationalError as exc:
             if _sqlstate(exc) not in LOCK_CONFLICTS:
                 raise
-            # Someone holds one of the batch's profiles (an ingestion, a
-            # refresh): let go of the others at once, retry smaller, later.
+            # Someone holds a row the batch must change (a message, an
+            # event): let go of everything at once, retry smaller, later.
             logger.info("Deletion job %s: lock conflict, retrying a smaller batch", job_id)
             batch_size = max(MIN_BATCH, batch_size // 2)
             time.sleep(LOCK_BACKOFF_SECONDS)
             if time.monotonic() >= deadline:
                 return "continued"
             continue
-        if handled == 0:
+        if batch.handled == 0 and not batch.waiting:
             _finish(job_id, DeletionJob.Status.COMPLETED)
             return "completed"
-        batch_size = _next_batch_size(batch_size, handled, elapsed)
+        if batch.handled == 0:
+            # Only profiles that someone else keeps locked are left.
+            if _wait_for_held_profiles(job_id):
+                return "failed"
+            time.sleep(HELD_RETRY_SECONDS)
+        else:
+            batch_size = _next_batch_size(batch_size, batch.handled, batch.elapsed)
         if time.monotonic() >= deadline:
             return "continued"
 
@@ -323,8 +361,12 @@ def _sqlstate(exc: Exception) -> str | None:
 
 
 def _has_remaining(job_id: int) -> bool:
-    cursor = DeletionJob.objects.values_list("cursor", flat=True).get(pk=job_id)
-    return DeletionJobProfile.objects.filter(job_id=job_id, profile_id__gt=cursor).exists()
+    cursor, deferred = DeletionJob.objects.values_list("cursor", "deferred_profile_ids").get(
+        pk=job_id
+    )
+    return bool(deferred) or (
+        DeletionJobProfile.objects.filter(job_id=job_id, profile_id__gt=cursor).exists()
+    )
 
 
 def _resumed_batch_size(job_id: int) -> int:
@@ -349,12 +391,25 @@ def _next_batch_size(size: int, handled: int, elapsed: float) -> int:
     return max(MIN_BATCH, min(MAX_BATCH, scaled, size * 2))
 
 
-def deletion_run_batch(*, job_id: int, batch_size: int) -> tuple[int, float]:
+class BatchResult(NamedTuple):
+    handled: int  # snapshot rows the batch dealt with: erased, found gone, or set aside
+    elapsed: float  # seconds, commit included
+    waiting: int = 0  # profiles set aside because someone else holds them
+
+
+def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
     """Erase the next batch of the job's snapshot, in one transaction.
 
-    Returns (snapshot rows handled, seconds the transaction took, commit
-    included). The cursor and counters move in the same transaction as the
-    deletes, so a crash at any point leaves them consistent with the data.
+    The batch is the next ``batch_size`` snapshot ids after the cursor; once
+    the cursor has reached the end, it is the profiles set aside earlier.
+    Profiles that another session holds locked (a long transaction, an admin
+    editing one) are not waited for: they are set aside in
+    ``deferred_profile_ids`` and retried at the end, so one stuck row cannot
+    stall the job.
+
+    The cursor, the set-aside ids and the counters move in the same
+    transaction as the deletes, so a crash at any point leaves them
+    consistent with the data.
     """
     started = time.monotonic()
     with transaction.atomic():
@@ -364,17 +419,36 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> tuple[int, float]:
             cursor.execute(
                 "SELECT set_config('lock_timeout', %s, true)", [f"{BATCH_LOCK_TIMEOUT_MS}ms"]
             )
-        job = DeletionJob.objects.select_for_update().only("cursor").get(pk=job_id)
+        job = (
+            DeletionJob.objects.select_for_update()
+            .only("cursor", "deferred_profile_ids", "touched_segment_ids")
+            .get(pk=job_id)
+        )
         profile_ids = list(
             DeletionJobProfile.objects.filter(job_id=job_id, profile_id__gt=job.cursor)
             .order_by("profile_id")
             .values_list("profile_id", flat=True)[:batch_size]
         )
+        retrying = not profile_ids
+        if retrying:
+            profile_ids = sorted(job.deferred_profile_ids)[:batch_size]
         if not profile_ids:
-            return 0, time.monotonic() - started
-        result = profiles_erase(profile_ids=profile_ids)
+            return BatchResult(0, time.monotonic() - started)
+        held = _lock_profiles(profile_ids)
+        erasable = [pk for pk in profile_ids if pk not in held]
+        if retrying:
+            deferred = [pk for pk in job.deferred_profile_ids if pk not in set(erasable)]
+            if not erasable:
+                return BatchResult(0, time.monotonic() - started, waiting=len(deferred))
+        else:
+            deferred = [*job.deferred_profile_ids, *sorted(held)]
+        touched = sorted(set(job.touched_segment_ids) | _segments_losing_members(erasable))
+        result = profiles_erase(profile_ids=erasable)
+        now = timezone.now()
         DeletionJob.objects.filter(pk=job_id).update(
-            cursor=profile_ids[-1],
+            cursor=job.cursor if retrying else profile_ids[-1],
+            deferred_profile_ids=deferred,
+            touched_segment_ids=touched,
             deleted=F("deleted") + result.deleted,
             skipped=F("skipped") + result.skipped,
             events_deleted=F("events_deleted") + result.count("profiles.event"),
@@ -386,15 +460,125 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> tuple[int, float]:
             activity_anonymized=F("activity_anonymized")
             + result.count("messaging.messageactivity"),
             batches=F("batches") + 1,
-            heartbeat_at=timezone.now(),
+            heartbeat_at=now,
+            last_progress_at=now,
+            # Waiting, if any, starts again when only held profiles are left.
+            waiting_for="",
+            waiting_since=None,
             # Attempts count interruptions without progress; this is progress.
             attempts=0,
         )
     elapsed = time.monotonic() - started
     # Timing is measured to the end of the commit (deferred foreign-key checks
     # run there), so it is recorded after it, outside the batch.
-    _record_batch_timing(job_id, len(profile_ids), int(elapsed * 1000))
-    return len(profile_ids), elapsed
+    _record_batch_timing(job_id, len(erasable), int(elapsed * 1000))
+    handled = len(erasable) if retrying else len(profile_ids)
+    return BatchResult(handled, elapsed, waiting=len(deferred))
+
+
+def _lock_profiles(profile_ids: list[int]) -> set[int]:
+    """Lock the batch's profiles that nobody else holds; return the ids of
+    those that exist but someone else holds (they are not waited for)."""
+    table = Profile._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED",  # noqa: S608
+            [profile_ids],
+        )
+        ours = {row[0] for row in cursor.fetchall()}
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE id = ANY(%s) AND NOT id = ANY(%s)",  # noqa: S608
+            [profile_ids, list(ours)],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _segments_losing_members(profile_ids: list[int]) -> set[int]:
+    """The segments these profiles belong to, whose counts the job must
+    correct when it ends."""
+    if not profile_ids:
+        return set()
+    return set(
+        SegmentMembership.objects.filter(profile_id__in=profile_ids)
+        .values_list("segment_id", flat=True)
+        .distinct()
+    )
+
+
+def _wait_for_held_profiles(job_id: int) -> bool:
+    """Only profiles that someone else keeps locked are left: say on the job
+    who holds them, and after DELETION_LOCK_WAIT_SECONDS of that, fail the
+    job with the reason (an Editor resumes it once the holder is done).
+    Returns True if the job was failed."""
+    deferred = DeletionJob.objects.values_list("deferred_profile_ids", flat=True).get(pk=job_id)
+    holders = _describe_lock_holders(deferred)
+    count = len(deferred)
+    waiting_for = (
+        f"{count:,} profile{'s' if count != 1 else ''} in use by another connection: {holders}"
+    )
+    now = timezone.now()
+    with transaction.atomic():
+        job = DeletionJob.objects.select_for_update().get(pk=job_id)
+        since = job.waiting_since or now
+        job.waiting_for, job.waiting_since, job.heartbeat_at = waiting_for, since, now
+        job.save(update_fields=["waiting_for", "waiting_since", "heartbeat_at"])
+    waited = (now - since).total_seconds()
+    if waited < settings.DELETION_LOCK_WAIT_SECONDS:
+        return False
+    minutes = max(1, round(waited / 60))
+    _finish(
+        job_id,
+        DeletionJob.Status.FAILED,
+        error=(
+            f"Stopped after waiting {minutes} minute{'s' if minutes != 1 else ''} for "
+            f"{waiting_for}. Every other profile was deleted. Resume when that connection "
+            "has finished; only these profiles are left."
+        ),
+    )
+    logger.warning("Deletion job %s stopped waiting for %s", job_id, waiting_for)
+    return True
+
+
+def _describe_lock_holders(profile_ids: list[int]) -> str:
+    """Who holds these profiles' row locks, in words: each holder's
+    application name, state and how long its transaction has been open.
+
+    A row lock is not listed in pg_locks, but the row's ``xmax`` is the
+    locking transaction, and that transaction holds a lock on its own id,
+    which pg_locks lists with its backend's pid.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT DISTINCT a.pid, a.application_name, a.state,
+                   EXTRACT(EPOCH FROM now() - coalesce(a.xact_start, a.state_change))::int
+            FROM {Profile._meta.db_table} p
+            JOIN pg_locks l ON l.locktype = 'transactionid' AND l.granted
+                AND l.mode = 'ExclusiveLock' AND l.transactionid = p.xmax
+            JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE p.id = ANY(%s) AND a.pid <> pg_backend_pid()
+            ORDER BY 4 DESC
+            LIMIT 3
+            """,  # noqa: S608
+            [profile_ids],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return "a session we could not identify (it holds a shared lock)"
+    return "; ".join(
+        f"“{name or 'unnamed application'}” (process {pid}, {state or 'unknown state'}, "
+        f"transaction open for {_duration(age)})"
+        for pid, name, state, age in rows
+    )
+
+
+def _duration(seconds: int | None) -> str:
+    seconds = int(seconds or 0)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def _record_batch_timing(job_id: int, profiles: int, duration_ms: int) -> None:
@@ -405,20 +589,34 @@ def _record_batch_timing(job_id: int, profiles: int, duration_ms: int) -> None:
 
 
 def _finish(job_id: int, status: str, *, error: str = "") -> None:
-    """End the job, and make the segment's stored count true again: after a
-    deletion, complete or not, it is what is left of the membership."""
+    """End the job, and make the stored counts true again: of its segment
+    (what is left of the membership, complete or not) and of every other
+    segment its profiles belonged to. A segment being refreshed right now is
+    left to that refresh, which stores its own count."""
     with transaction.atomic():
         job = DeletionJob.objects.select_for_update().get(pk=job_id)
         job.status = status
         job.finished_at = timezone.now()
-        fields = ["status", "finished_at"]
+        job.waiting_for, job.waiting_since = "", None
+        fields = ["status", "finished_at", "waiting_for", "waiting_since"]
         if error:
             job.error = error[:2000]
             fields.append("error")
         job.save(update_fields=fields)
+        segment_ids = set(job.touched_segment_ids)
         if job.segment_id:
-            Segment.objects.filter(pk=job.segment_id).update(
-                member_count=SegmentMembership.objects.filter(segment_id=job.segment_id).count()
+            segment_ids.add(job.segment_id)
+        recount = [pk for pk in sorted(segment_ids) if segment_try_lock_membership(segment_id=pk)]
+        if recount:
+            members = (
+                SegmentMembership.objects.filter(segment_id=OuterRef("pk"))
+                .order_by()
+                .values("segment_id")
+                .annotate(n=Count("*"))
+                .values("n")
+            )
+            Segment.objects.filter(pk__in=recount).update(
+                member_count=Coalesce(Subquery(members), 0)
             )
     logger.info("Deletion job %s %s", job_id, status)
 

@@ -16,6 +16,7 @@ from segments.deletion.forms import DeleteProfilesForm
 from segments.deletion.selectors import (
     deletion_dialog_context,
     deletion_panel_context,
+    segment_membership_token,
     user_can_delete_profiles,
 )
 from segments.models import DeletionJob, Segment
@@ -59,10 +60,7 @@ def delete_profiles(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "GET":
         if active:
             return _redirect_to_segment(request, segment)
-        form = DeleteProfilesForm(
-            segment=segment, initial={"expected_count": segment.member_count or 0}
-        )
-        return _render_dialog(request, segment, form)
+        return _render_dialog(request, segment, _fresh_form(segment))
 
     form = DeleteProfilesForm(request.POST, segment=segment)
     if not form.is_valid():
@@ -73,9 +71,12 @@ def delete_profiles(request: HttpRequest, pk: int) -> HttpResponse:
             user=request.user,
             typed_name=form.cleaned_data["typed_name"],
             expected_count=form.cleaned_data["expected_count"],
+            membership_token=form.cleaned_data["membership_token"],
         )
     except deletion.CountChanged as exc:
-        form = DeleteProfilesForm(segment=segment, initial={"expected_count": exc.current_count})
+        # Ask again, for the membership as it is now.
+        segment.refresh_from_db()
+        form = _fresh_form(segment, count=exc.current_count)
         return _render_dialog(
             request, segment, form, status=409, current_count=exc.current_count, error=str(exc)
         )
@@ -91,6 +92,14 @@ def delete_profiles(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.info(request, "A deletion of this segment is already running; here it is.")
     return _redirect_to_segment(request, segment)
+
+
+def _fresh_form(segment: Segment, *, count: int | None = None) -> DeleteProfilesForm:
+    initial = {
+        "expected_count": segment.member_count or 0 if count is None else count,
+        "membership_token": segment_membership_token(segment),
+    }
+    return DeleteProfilesForm(segment=segment, initial=initial)
 
 
 def _redirect_to_segment(request, segment):

@@ -153,7 +153,7 @@ def test_a_job_stopped_after_a_few_batches_resumes_to_the_same_end_state(populat
     survivors_before = rows_of(population.survivors)
     job = start(population, alice)
     for _ in range(3):
-        handled, _elapsed = deletion.deletion_run_batch(job_id=job.pk, batch_size=2)
+        handled, *_ = deletion.deletion_run_batch(job_id=job.pk, batch_size=2)
         assert handled == 2
     job.refresh_from_db()
     assert job.deleted == 6 and job.cursor == sorted(population.doomed)[5]
@@ -185,6 +185,34 @@ def test_a_batch_that_fails_rolls_back_with_its_cursor(population, alice, monkey
     assert job.deleted == 4
     assert Profile.objects.filter(pk__in=population.doomed).count() == 8
     assert Event.objects.filter(profile_id__in=sorted(population.doomed)[4:]).count() == 8 * 3
+
+
+def test_a_batch_whose_cursor_update_fails_deletes_nothing(population, alice):
+    """The cursor and counters move in the batch's own transaction: if that
+    update fails, the deletes before it are rolled back with it."""
+    job = start(population, alice)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE FUNCTION pg_temp.refuse_cursor() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.cursor <> OLD.cursor THEN
+                    RAISE EXCEPTION 'cursor update refused';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_cursor BEFORE UPDATE ON segments_deletionjob
+                FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_cursor();
+            """
+        )
+    with pytest.raises(Exception, match="cursor update refused"):
+        deletion.deletion_run_batch(job_id=job.pk, batch_size=4)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER refuse_cursor ON segments_deletionjob")
+    job.refresh_from_db()
+    assert (job.cursor, job.deleted) == (0, 0)
+    assert Profile.objects.filter(pk__in=population.doomed).count() == 12
+    assert Event.objects.filter(profile_id__in=population.doomed).count() == 12 * 3
 
 
 def test_an_unexpected_error_fails_the_job_with_the_reason(population, alice, monkeypatch):
@@ -457,9 +485,11 @@ def test_progress_resets_the_interruption_count(population, alice):
 def test_a_batch_that_meets_a_held_row_lock_retries_smaller_without_a_crash(
     transactional_db, alice
 ):
-    """Someone (an ingestion, a refresh) holds one of the batch's profiles:
-    the batch gives up its other locks after BATCH_LOCK_TIMEOUT_MS instead of
-    holding them while it waits, and the job goes on once the row is free."""
+    """Someone holds a row the batch must change (here one of a doomed
+    profile's events; a held profile is set aside instead, see
+    test_deletion_held_profiles): the batch gives up its other locks after
+    BATCH_LOCK_TIMEOUT_MS instead of holding them while it waits, and the job
+    goes on once the row is free."""
     import threading
     import time
 
@@ -473,7 +503,7 @@ def test_a_batch_that_meets_a_held_row_lock_retries_smaller_without_a_crash(
         other = _other_connection()
         with other.cursor() as cursor:
             cursor.execute("BEGIN")
-            cursor.execute("SELECT 1 FROM profiles_profile WHERE id = %s FOR KEY SHARE", [held])
+            cursor.execute("SELECT 1 FROM profiles_event WHERE profile_id = %s FOR UPDATE", [held])
             locked.set()
             time.sleep(1.6)
             cursor.execute("COMMIT")

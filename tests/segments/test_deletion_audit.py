@@ -4,6 +4,7 @@ record, and each action through the pages is also logged with its user."""
 import pytest
 
 from segments.deletion import services as deletion
+from segments.deletion.selectors import segment_membership_token
 from segments.models import DeletionJob
 from tests.segments.population import build_population
 
@@ -18,7 +19,11 @@ def population():
 def confirm(client, population):
     return client.post(
         f"/segments/{population.segment.pk}/delete-profiles/",
-        {"typed_name": population.segment.name, "expected_count": 4},
+        {
+            "typed_name": population.segment.name,
+            "expected_count": 4,
+            "membership_token": segment_membership_token(population.segment),
+        },
     )
 
 

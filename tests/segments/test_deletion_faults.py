@@ -37,6 +37,7 @@ from profiles.models import Event, Profile, SubscriptionPreference
 from segments.deletion import services as deletion
 from segments.deletion import watchdog
 from segments.deletion.checks import deletion_verify
+from segments.deletion.selectors import segment_membership_token
 from segments.models import DeletionJob, DeletionJobProfile, SegmentMembership
 from tests.segments.population import activity_counts, insert_population, rows_of
 from tests.workers import (
@@ -327,6 +328,9 @@ def test_two_confirmations_at_once_start_one_job(population, before, alice, clus
     monkeypatch.setattr(deletion, "deletion_active_job", at_the_same_time)
     responses = []
 
+    population.segment.refresh_from_db()
+    token = segment_membership_token(population.segment)
+
     def click():
         try:
             client = Client()
@@ -334,7 +338,11 @@ def test_two_confirmations_at_once_start_one_job(population, before, alice, clus
             responses.append(
                 client.post(
                     f"/segments/{population.segment.pk}/delete-profiles/",
-                    {"typed_name": population.segment.name, "expected_count": DOOMED},
+                    {
+                        "typed_name": population.segment.name,
+                        "expected_count": DOOMED,
+                        "membership_token": token,
+                    },
                 )
             )
         finally:

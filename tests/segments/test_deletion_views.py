@@ -2,6 +2,7 @@ import pytest
 from django.test import Client
 
 from profiles.models import Profile
+from segments.deletion.selectors import segment_membership_token
 from segments.models import DeletionJob
 from tests.segments.factories import SegmentFactory
 from tests.segments.population import build_population
@@ -18,8 +19,12 @@ def url(population):
     return f"/segments/{population.segment.pk}/delete-profiles/"
 
 
-def confirm(client, population, typed="Trial users", expected=4, **extra):
-    return client.post(url(population), {"typed_name": typed, "expected_count": expected}, **extra)
+def confirm(client, population, typed="Trial users", expected=4, token=None, **extra):
+    population.segment.refresh_from_db()
+    if token is None:
+        token = segment_membership_token(population.segment)
+    data = {"typed_name": typed, "expected_count": expected, "membership_token": token}
+    return client.post(url(population), data, **extra)
 
 
 def nothing_deleted(population):
@@ -85,7 +90,7 @@ def test_a_wrong_name_re_renders_the_dialog_with_an_error(editor_client, populat
 def test_a_changed_count_asks_to_review_again(editor_client, population):
     response = confirm(editor_client, population, expected=3)
     assert response.status_code == 409
-    assert b"it now has 4 profiles, not 3" in response.content
+    assert b"it now has 4 profiles (the dialog showed 3)" in response.content
     assert b'value="4"' in response.content  # confirming again confirms the new number
     assert nothing_deleted(population)
 

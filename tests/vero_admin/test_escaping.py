@@ -3,6 +3,7 @@
 import pytest
 
 from segments.deletion import services as deletion
+from segments.deletion.selectors import segment_membership_token
 from segments.models import DeletionJob
 from tests.messaging.factories import CampaignFactory, MessageFactory
 from tests.profiles.factories import EventFactory, ProfileFactory
@@ -58,7 +59,12 @@ def test_the_deletion_dialog_asks_for_the_name_as_text(editor_client, segment):
 
 def test_a_segment_named_with_markup_can_still_be_confirmed_by_typing_it(editor_client, segment):
     response = editor_client.post(
-        f"/segments/{segment.pk}/delete-profiles/", {"typed_name": SCRIPT, "expected_count": 1}
+        f"/segments/{segment.pk}/delete-profiles/",
+        {
+            "typed_name": SCRIPT,
+            "expected_count": 1,
+            "membership_token": segment_membership_token(segment),
+        },
     )
     assert response.status_code == 302
     job = DeletionJob.objects.get()

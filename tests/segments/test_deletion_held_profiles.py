@@ -1,0 +1,157 @@
+"""A profile that another session keeps locked cannot stall a deletion: the
+job deletes the others, comes back to it, says who holds it, and after a
+bounded wait stops with that reason so an Editor can resume later."""
+
+import threading
+from contextlib import contextmanager
+
+import pytest
+from django.db import connections
+
+from profiles.models import Profile
+from segments.deletion import services as deletion
+from segments.deletion.checks import deletion_verify
+from segments.models import DeletionJob, Segment
+from tests.segments.population import build_population
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@contextmanager
+def profile_held(profile_id, *, application_name="nightly-report", mode="FOR UPDATE"):
+    """An idle-in-transaction session of another program holding one profile."""
+    other = connections.create_connection("default")
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:
+            cursor.execute("SELECT set_config('application_name', %s, false)", [application_name])
+            cursor.execute(f"SELECT 1 FROM profiles_profile WHERE id = %s {mode}", [profile_id])
+        yield
+    finally:
+        other.rollback()
+        other.close()
+
+
+def start(population, user):
+    return deletion.deletion_start(
+        segment=population.segment,
+        user=user,
+        typed_name=population.segment.name,
+        expected_count=len(population.doomed),
+    ).job
+
+
+def test_a_held_profile_is_set_aside_and_the_others_are_deleted(alice):
+    population = build_population(doomed=6, survivors=2, events_each=1)
+    job = start(population, alice)
+    held = sorted(population.doomed)[0]
+    with profile_held(held):
+        batch = deletion.deletion_run_batch(job_id=job.pk, batch_size=100)
+    assert (batch.handled, batch.waiting) == (6, 1)
+    job.refresh_from_db()
+    assert job.deferred_profile_ids == [held]
+    assert job.deleted == 5
+    assert list(Profile.objects.filter(pk__in=population.doomed).values_list("pk", flat=True)) == [
+        held
+    ]
+    # verify_deletion accepts a job whose set-aside profile still exists...
+    assert deletion_verify(job=job).ok
+    # ...and the next batch comes back to it once it is free.
+    batch = deletion.deletion_run_batch(job_id=job.pk, batch_size=100)
+    assert (batch.handled, batch.waiting) == (1, 0)
+    job.refresh_from_db()
+    assert (job.deleted, job.deferred_profile_ids) == (6, [])
+    assert not Profile.objects.filter(pk__in=population.doomed).exists()
+
+
+def test_a_job_waiting_on_a_held_profile_says_who_holds_it_then_stops_with_the_reason(
+    alice, settings
+):
+    settings.DELETION_LOCK_WAIT_SECONDS = 2
+    population = build_population(doomed=6, survivors=2, events_each=1)
+    job = start(population, alice)
+    held = sorted(population.doomed)[3]
+    seen_waiting = []
+    real_wait = deletion._wait_for_held_profiles
+
+    def watching_wait(job_id):
+        failed = real_wait(job_id)
+        seen_waiting.append(DeletionJob.objects.get(pk=job_id).waiting_for)
+        return failed
+
+    deletion._wait_for_held_profiles = watching_wait
+    try:
+        with profile_held(held, application_name="nightly-report"):
+            outcome = deletion.deletion_run(job_id=job.pk, slice_seconds=30)
+    finally:
+        deletion._wait_for_held_profiles = real_wait
+
+    assert outcome == "failed"
+    assert seen_waiting and "nightly-report" in seen_waiting[0]
+    assert "idle in transaction" in seen_waiting[0]
+    job.refresh_from_db()
+    assert job.status == DeletionJob.Status.FAILED
+    assert "nightly-report" in job.error and "Resume" in job.error
+    assert job.deleted == 5 and job.deferred_profile_ids == [held]
+    assert deletion_verify(job=job).ok
+
+    # Once the other program has finished, an Editor resumes and it ends.
+    deletion.deletion_resume(job=job, user=alice)
+    assert deletion.deletion_run(job_id=job.pk, slice_seconds=30) == "completed"
+    job.refresh_from_db()
+    assert (job.deleted, job.deferred_profile_ids, job.waiting_for) == (6, [], "")
+    assert not Profile.objects.filter(pk__in=population.doomed).exists()
+    assert deletion_verify(job=job).ok
+
+
+def test_a_profile_freed_while_the_job_waits_is_deleted_and_the_job_completes(alice, settings):
+    settings.DELETION_LOCK_WAIT_SECONDS = 60
+    population = build_population(doomed=4, survivors=2, events_each=1)
+    job = start(population, alice)
+    held = sorted(population.doomed)[1]
+    locked, release = threading.Event(), threading.Event()
+
+    def hold():
+        with profile_held(held, mode="FOR KEY SHARE"):
+            locked.set()
+            release.wait(10)
+        connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert locked.wait(5)
+    threading.Timer(1.5, release.set).start()
+    assert deletion.deletion_run(job_id=job.pk, slice_seconds=30) == "completed"
+    thread.join()
+    job.refresh_from_db()
+    assert job.deleted == 4 and not job.waiting_for
+    assert deletion_verify(job=job).ok
+
+
+def test_a_cancel_while_a_profile_is_set_aside_leaves_it_and_says_so(alice):
+    population = build_population(doomed=4, survivors=2, events_each=1)
+    job = start(population, alice)
+    held = sorted(population.doomed)[0]
+    with profile_held(held):
+        deletion.deletion_run_batch(job_id=job.pk, batch_size=100)
+    deletion.deletion_cancel(job=job, user=alice)
+    assert deletion.deletion_run(job_id=job.pk, slice_seconds=5) == "cancelled"
+    job.refresh_from_db()
+    assert job.remaining == 1 and Profile.objects.filter(pk=held).exists()
+
+
+def test_other_segments_that_lost_members_are_recounted_when_the_job_ends(alice):
+    population = build_population(doomed=6, survivors=6, events_each=0)
+    other = population.other_segment
+    Segment.objects.filter(pk=other.pk).update(
+        member_count=other.memberships.count(), last_refreshed_at=other.last_refreshed_at
+    )
+    before = other.memberships.count()
+    lost = other.memberships.filter(profile_id__in=population.doomed).count()
+    assert lost
+
+    job = start(population, alice)
+    assert deletion.deletion_run(job_id=job.pk, slice_seconds=30) == "completed"
+
+    other.refresh_from_db()
+    assert other.member_count == before - lost == other.memberships.count()
