@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from messaging.models import Campaign, Message, MessageActivity
+from profiles.admin import LockedProfileMixin
 
 
 @admin.register(Campaign)
@@ -12,7 +13,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(LockedProfileMixin, admin.ModelAdmin):
     list_display = ("id", "campaign", "recipient_email", "profile", "sent_at")
     list_select_related = ("campaign", "profile")
     raw_id_fields = ("campaign", "profile")
@@ -21,7 +22,7 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(MessageActivity)
-class MessageActivityAdmin(admin.ModelAdmin):
+class MessageActivityAdmin(LockedProfileMixin, admin.ModelAdmin):
     list_display = ("id", "kind", "message", "profile", "occurred_at")
     list_select_related = ("message", "profile")
     list_filter = ("kind",)

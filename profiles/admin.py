@@ -1,13 +1,54 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
+from django.contrib.admin.models import DELETION, LogEntry
+from django.contrib.admin.options import get_content_type_for_model
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 from django.template.response import TemplateResponse
 
-from profiles.erasure import profile_erase, profiles_erase
+from profiles.erasure import erased_repr, profile_erase, profiles_erase
 from profiles.models import ApiKey, Event, Profile, SubscriptionPreference
 from profiles.services import api_key_create, api_key_revoke
 
 ADMIN_ERASE_BATCH = 1000
+
+
+class LockedProfileChoiceField(forms.ModelChoiceField):
+    """A profile chosen in an admin form, locked until the admin's transaction ends.
+
+    Django admin validates and saves in one transaction. Locking the profile
+    (``FOR NO KEY UPDATE``, which an erasure's ``FOR UPDATE`` conflicts
+    with) while validating means either the erasure waits for the save and
+    then erases what it wrote, or the form waits for the erasure and finds
+    the profile gone: a form error, instead of a row saved for a profile
+    that no longer exists (an IntegrityError at commit, a 500).
+    """
+
+    default_error_messages = {
+        "invalid_choice": "This profile no longer exists; it may have just been erased."
+    }
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        queryset = self.queryset
+        if connection.in_atomic_block:
+            queryset = queryset.select_for_update(no_key=True)
+        try:
+            return queryset.get(**{self.to_field_name or "pk": value})
+        except (ValueError, TypeError, queryset.model.DoesNotExist, ValidationError):
+            raise ValidationError(
+                self.error_messages["invalid_choice"], code="invalid_choice"
+            ) from None
+
+
+class LockedProfileMixin:
+    """For the admin of a model that points at Profile (see LockedProfileChoiceField)."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.related_model is Profile:
+            kwargs.setdefault("form_class", LockedProfileChoiceField)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 class SubscriptionPreferenceInline(admin.TabularInline):
@@ -24,6 +65,29 @@ class ProfileAdmin(admin.ModelAdmin):
     inlines = [SubscriptionPreferenceInline]
     readonly_fields = ("created_at", "updated_at")
 
+    def get_object(self, request, object_id, from_field=None):
+        """On a save or a delete, the profile is locked until the admin's
+        transaction ends.
+
+        Django's save updates the row and INSERTs it when no row was updated:
+        a save that waited for an erasure would bring the person back, old
+        id, email, attributes and inline preferences. Locked first, the save
+        either runs before the erasure (which then erases it too) or finds
+        the profile gone, and Django answers that it does not exist.
+        """
+        if request.method != "POST" or not connection.in_atomic_block:
+            return super().get_object(request, object_id, from_field)
+        queryset = self.get_queryset(request).select_for_update(no_key=True, of=("self",))
+        field = Profile._meta.pk if from_field is None else Profile._meta.get_field(from_field)
+        try:
+            return queryset.get(**{field.name: field.to_python(object_id)})
+        except (Profile.DoesNotExist, ValidationError, ValueError):
+            return None
+
+    def save_model(self, request, obj, form, change):
+        # Never an INSERT of a profile that is being edited (see get_object).
+        obj.save(force_update=change)
+
     # Deleting here goes through erasure too: Django's own delete would keep
     # the person's email, IP address and user agent on the rows it unlinks.
     def delete_model(self, request, obj):
@@ -35,9 +99,28 @@ class ProfileAdmin(admin.ModelAdmin):
             with transaction.atomic():
                 profiles_erase(profile_ids=ids[start : start + ADMIN_ERASE_BATCH])
 
+    def log_deletions(self, request, queryset):
+        """The log says which profile id was erased, never whose (Django
+        would write ``str(profile)``, the email, and keep it)."""
+        return LogEntry.objects.bulk_create(
+            LogEntry(
+                user_id=request.user.pk,
+                content_type_id=get_content_type_for_model(obj).pk,
+                object_id=str(obj.pk),
+                object_repr=erased_repr(Profile),
+                action_flag=DELETION,
+            )
+            for obj in queryset
+        )
+
+    def response_delete(self, request, obj_display, obj_id):
+        # Django's "The profile “ada@example.com” was deleted" would carry the
+        # email into the session's messages: name the id instead.
+        return super().response_delete(request, f"#{obj_id}", obj_id)
+
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(LockedProfileMixin, admin.ModelAdmin):
     list_display = ("id", "name", "profile", "occurred_at")
     list_select_related = ("profile",)
     raw_id_fields = ("profile",)
@@ -46,7 +129,7 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(SubscriptionPreference)
-class SubscriptionPreferenceAdmin(admin.ModelAdmin):
+class SubscriptionPreferenceAdmin(LockedProfileMixin, admin.ModelAdmin):
     list_display = ("id", "profile", "topic", "subscribed", "changed_at")
     list_select_related = ("profile",)
     list_filter = ("topic", "subscribed")
