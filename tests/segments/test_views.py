@@ -546,3 +546,214 @@ def test_rule_errors_are_tied_to_the_rules_field(editor_client):
     assert 'aria-invalid="true"' in textarea
     assert 'aria-describedby="rules-help id_rules_errors"' in textarea
     assert 'id="id_rules_errors"' in html
+
+
+# Builder -------------------------------------------------------------------
+
+
+def rows(*conditions, match="all"):
+    """The builder's fields for these rows, as the page posts them, and the
+    JSON it showed for them (so the JSON counts as not edited)."""
+    from segments.builder import builder_from_post
+
+    data = {"match": match}
+    for i, condition in enumerate(conditions):
+        data.update({f"c{i}-{key}": value for key, value in condition.items()})
+    shown = builder_from_post({**data, "rules": "", "rules_shown": ""}).rows_json
+    return {**data, "rules": shown, "rules_shown": shown}
+
+
+PLAN_TRIAL = {
+    "kind": "attribute",
+    "field": "plan",
+    "operator": "equals",
+    "value_type": "text",
+    "value": "trial",
+}
+NO_PURCHASE = {"kind": "event", "event": "purchase", "operator": "not_done", "within_days": "30"}
+
+
+@pytest.fixture
+def catalogue(monkeypatch):
+    """The pickers' lists, without reading (and locking) the profiles table."""
+    from segments import views
+    from segments.catalogue import Attribute, Catalogue
+
+    fixed = Catalogue(attributes=(Attribute("plan", "text"),), events=("purchase",))
+    monkeypatch.setattr(views, "catalogue_get", lambda: fixed)
+    return fixed
+
+
+@pytest.fixture
+def trial_people():
+    ProfileFactory(email="ada@example.com", user_id="u-ada", properties={"plan": "trial"})
+    bea = ProfileFactory(email="bea@example.com", user_id="u-bea", properties={"plan": "trial"})
+    ProfileFactory(email="cy@example.com", user_id="u-cy", properties={"plan": "pro"})
+    EventFactory(profile=bea, name="purchase")
+
+
+def test_the_builder_counts_each_row_and_the_whole_with_a_sample(editor_client, trial_people):
+    response = editor_client.post("/segments/builder/count/", rows(PLAN_TRIAL, NO_PURCHASE), **HTMX)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert re.search(r'id="c0-count"[^>]*>2 people<', html)
+    assert re.search(r'id="c1-count"[^>]*>2 people<', html)
+    assert re.search(r'id="builder-status"[^>]*>1 person matches these rules.<', html)
+    sample = html[html.index('data-testid="builder-sample"') :]
+    assert "ada@example.com" in sample and "u-ada" in sample and "<td>trial</td>" in sample
+    assert "bea@example.com" not in sample and "cy@example.com" not in sample
+    assert (
+        "Attribute “plan” is “trial”" in html
+        and "Did not do “purchase” in the last 30 days" in html
+    )
+    assert "no-store" in response["Cache-Control"]
+
+
+def test_the_builder_reshapes_the_rows_when_one_is_added(editor_client, catalogue):
+    response = editor_client.post(
+        "/segments/builder/", {**rows(PLAN_TRIAL), "action": "add:event"}, **HTMX
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'name="c1-kind" value="event"' in html and 'data-focus-id="id_c1-kind"' in html
+    assert 'id="builder-status" hx-swap-oob="innerHTML"' in html
+
+
+def test_a_bad_value_is_marked_on_its_row_and_not_counted(editor_client, trial_people):
+    bad = {**NO_PURCHASE, "within_days": "soon"}
+    html = editor_client.post(
+        "/segments/builder/count/", rows(PLAN_TRIAL, bad), **HTMX
+    ).content.decode()
+    errors = re.search(r'<div id="c1-errors"[^>]*>(.*?)</div>', html, re.S)[1]
+    assert "Enter a number of days from 1 to 36,500" in errors
+    assert re.search(r'id="c1-count"[^>]*><', html)
+    assert re.search(r'id="c0-count"[^>]*>2 people<', html)
+    assert "Fix the marked conditions to see how many people match." in html
+    assert "builder-sample" not in html
+
+
+def test_the_builder_is_for_editors_only(viewer_client, outsider_client, anonymous, trial_people):
+    for url in ("/segments/builder/", "/segments/builder/count/"):
+        assert anonymous.post(url, rows(PLAN_TRIAL))["Location"].startswith("/accounts/login/")
+        assert viewer_client.post(url, rows(PLAN_TRIAL)).status_code == 403
+        assert outsider_client.post(url, rows(PLAN_TRIAL)).status_code == 403
+
+
+def test_the_builder_refuses_get(editor_client):
+    assert editor_client.get("/segments/builder/").status_code == 405
+    assert editor_client.get("/segments/builder/count/", {"c0-value": "x"}).status_code == 405
+
+
+def test_the_builder_survives_nonsense(editor_client, catalogue):
+    data = {
+        "match": "some",
+        "c0-kind": "event",
+        "c0-count": "9" * 50,
+        "rules": "[",
+        "rules_shown": "",
+    }
+    for url in ("/segments/builder/", "/segments/builder/count/"):
+        response = editor_client.post(url, data, **HTMX)
+        assert response.status_code == 200
+        assert "This is not valid JSON: line 1, column 2" in response.content.decode()
+
+
+def test_a_count_that_hits_its_timeout_says_so_and_frees_the_connection(
+    editor_client, catalogue, monkeypatch
+):
+    """Another transaction holds the profiles table: the count waits for its
+    lock until the statement timeout, then the estimate does, and the page
+    says the count is not known, promptly, with the connection still usable."""
+    import time
+
+    import psycopg
+
+    from segments import counting
+
+    monkeypatch.setattr(counting, "EXACT_TIMEOUT_MS", 100)
+    monkeypatch.setattr(counting, "ESTIMATE_TIMEOUT_MS", 100)
+    settings = connection.get_connection_params()
+    with psycopg.connect(**settings) as other:
+        other.execute("SET lock_timeout = '5s'")
+        other.execute("LOCK TABLE profiles_profile IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        response = editor_client.post("/segments/builder/count/", rows(PLAN_TRIAL), **HTMX)
+        elapsed = time.monotonic() - started
+        other.rollback()
+    html = response.content.decode()
+    assert response.status_code == 200 and elapsed < 3
+    assert "Counting took too long: the segment is counted exactly when you save it." in html
+    assert re.search(r'id="c0-count"[^>]*>an unknown number of people<', html)
+    assert "builder-sample" not in html
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout')")
+        assert cursor.fetchone()[0] == "0"
+
+
+def test_the_form_saves_from_the_rows_alone(editor_client, enqueued, committing, catalogue):
+    data = {"name": "Lapsed trials", "description": "", **rows(PLAN_TRIAL, NO_PURCHASE)}
+    with committing():
+        response = editor_client.post("/segments/new/", {**data, "action": "save"})
+    segment = Segment.objects.get(name="Lapsed trials")
+    assert response.status_code == 302
+    assert segment.rules == {
+        "match": "all",
+        "conditions": [
+            {"type": "property", "field": "plan", "operator": "equals", "value": "trial"},
+            {"type": "event", "event": "purchase", "operator": "not_done", "within_days": 30},
+        ],
+    }
+
+
+def test_without_javascript_the_row_buttons_post_the_form_and_save_nothing(
+    editor_client, enqueued, trial_people
+):
+    data = {"name": "Draft", "description": "typed", **rows(PLAN_TRIAL), "action": "add:group"}
+    response = editor_client.post("/segments/new/", data)
+    html = response.content.decode()
+    assert response.status_code == 200 and not Segment.objects.exists()
+    assert 'name="c1-kind" value="group"' in html and 'name="c1-0-kind" value="group"' not in html
+    assert 'value="Draft"' in html and "typed" in html
+    assert "Nothing was saved" not in html
+    assert re.search(r'id="c0-count"[^>]*>2 people<', html)  # counted, no script needed
+
+
+def test_a_bad_row_is_marked_and_nothing_is_saved(editor_client, enqueued, catalogue):
+    bad = {**PLAN_TRIAL, "value_type": "number", "operator": "gt", "value": "lots"}
+    response = editor_client.post("/segments/new/", {"name": "X", **rows(bad), "action": "save"})
+    html = response.content.decode()
+    assert response.status_code == 200 and not Segment.objects.exists()
+    assert "Nothing was saved" in html and "Some conditions need fixing" in html
+    assert re.search(r'id="row-c0"[^>]*class|class="row invalid"', html)
+    assert "Enter a number, like 30 or 2.5." in html
+
+
+def test_edited_json_is_what_gets_saved(editor_client, enqueued, catalogue):
+    data = {"name": "Pasted", **rows(PLAN_TRIAL), "action": "save"}
+    data["rules"] = json.dumps(TRIALS | {"match": "any"})
+    editor_client.post("/segments/new/", data)
+    assert Segment.objects.get(name="Pasted").rules == TRIALS | {"match": "any"}
+
+
+def test_the_demo_segments_open_in_the_builder(editor_client, catalogue):
+    from segments.management.commands.seed_demo import DEMO_SEGMENTS
+
+    for name, _description, rules in DEMO_SEGMENTS:
+        segment = SegmentFactory(name=name, rules=rules)
+        html = editor_client.get(f"/segments/{segment.pk}/edit/").content.decode()
+        assert 'name="c0-kind"' in html, name
+        assert "cannot be shown as rows" not in html, name
+
+
+def test_stored_rules_the_validator_refuses_open_as_json(editor_client, catalogue):
+    segment = SegmentFactory(rules={"match": "all", "conditions": [{"type": "mood"}]})
+    html = editor_client.get(f"/segments/{segment.pk}/edit/").content.decode()
+    assert "cannot be shown as rows" in html and "unknown condition type" in html
+    assert '<details class="advanced" open>' in html
+
+
+def test_viewers_see_the_rules_in_plain_words_and_no_builder(viewer_client):
+    segment = SegmentFactory(rules=TRIALS)
+    html = viewer_client.get(f"/segments/{segment.pk}/").content.decode()
+    assert "Attribute “plan” is “trial”" in html and 'name="c0-kind"' not in html
+    assert viewer_client.get(f"/segments/{segment.pk}/edit/").status_code == 403
