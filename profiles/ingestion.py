@@ -114,6 +114,7 @@ def ingestion_transaction(function: Callable) -> Callable:
 
 _TABLE = connection.ops.quote_name(Profile._meta.db_table)
 _SELECT_BY_USER_ID = f"SELECT id FROM {_TABLE} WHERE user_id = %s FOR KEY SHARE"  # noqa: S608
+_LOCK_BY_USER_ID = f"SELECT id FROM {_TABLE} WHERE user_id = %s FOR UPDATE"  # noqa: S608
 _SELECT_BY_EMAIL = f"SELECT id FROM {_TABLE} WHERE email = %s ORDER BY id LIMIT 1 FOR KEY SHARE"  # noqa: S608
 _INSERT = (
     f"INSERT INTO {_TABLE} "  # noqa: S608
@@ -293,11 +294,20 @@ def profile_resubscribe(*, identity: Identity) -> Profile:
 
 @ingestion_transaction
 def profile_delete(*, user_id: str) -> ErasureResult:
-    """Erase one profile exactly as a segment deletion would (``profiles.erasure``)."""
-    pk = Profile.objects.filter(user_id=user_id).values_list("pk", flat=True).first()
-    result = profiles_erase(profile_ids=[pk] if pk is not None else [])
+    """Erase one profile exactly as a segment deletion would (``profiles.erasure``).
+
+    The profile is locked by the id the client named, in the transaction
+    that erases it: ``FOR UPDATE`` waits for a reidentify or an identify in
+    flight and then checks ``user_id`` again on the row as committed. A
+    primary key looked up first and erased later could by then belong to
+    someone else's id (u1 reidentified to u2, a new u1 identified).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_BY_USER_ID, [user_id])
+        row = cursor.fetchone()
+    result = profiles_erase(profile_ids=[row[0]] if row else [])
     if not result.deleted:
-        # Unknown, or erased by someone else while we looked it up.
+        # Unknown, or erased or renamed by someone else while we waited.
         raise ProfileNotFound(_describe(Identity(user_id=user_id, email="")))
     return result
 

@@ -355,3 +355,56 @@ def test_a_lock_held_too_long_gets_a_503_to_retry_and_writes_nothing(monkeypatch
     assert response["Retry-After"] == "1"
     assert response.json()["code"] == "busy"
     assert not Event.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_racing_a_reidentify_never_erases_the_profile_under_its_new_id():
+    """The delete names u1; u1 becomes u2 while the delete waits. Erasing the
+    primary key looked up before the wait would erase u2, whom nobody asked
+    to delete; the delete finds no u1 instead."""
+    profile = ProfileFactory(user_id="u1")
+    renamed, commit = threading.Event(), threading.Event()
+
+    def reidentify():
+        with transaction.atomic():
+            ingestion.profile_reidentify(user_id="u1", new_user_id="u2")
+            renamed.set()
+            assert commit.wait(WAIT_SECONDS)
+
+    renamer = _Thread(reidentify)
+    renamer.start()
+    assert renamed.wait(WAIT_SECONDS)
+    deleter = _Thread(lambda: ingestion.profile_delete(user_id="u1"))
+    deleter.start()
+    _wait_until_someone_waits_for_a_lock()
+    commit.set()
+
+    renamer.outcome()
+    with pytest.raises(ingestion.ProfileNotFound):
+        deleter.outcome()
+    assert Profile.objects.get(user_id="u2").pk == profile.pk
+    ingestion.profile_identify(call=identify("u1"))
+    assert Profile.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_by_email_for_a_profile_being_erased_lands_on_a_new_profile():
+    """The lookup by email takes FOR KEY SHARE too: without it the event is
+    inserted for the old primary key and fails its foreign key at commit."""
+    old = ProfileFactory(user_id=None, email="ada@example.com")
+    locked, go = threading.Event(), threading.Event()
+    eraser = _erase_while_holding_the_lock(old.pk, locked, go)
+    eraser.start()
+    assert locked.wait(WAIT_SECONDS)
+
+    ingester = _Thread(lambda: ingestion.event_track(call=track(email="ada@example.com")))
+    ingester.start()
+    _wait_until_someone_waits_for_a_lock()
+    go.set()
+
+    assert eraser.outcome().deleted == 1
+    event = ingester.outcome()
+    new = Profile.objects.get(email="ada@example.com")
+    assert new.pk != old.pk
+    assert event.profile_id == new.pk
+    assert list(new.events.values_list("name", flat=True)) == ["signed_in"]
