@@ -38,9 +38,9 @@ class SegmentAdmin(admin.ModelAdmin):
     # Deleting a definition goes through the same service as the dashboard,
     # which refuses while a refresh or a deletion of its profiles runs.
     def has_delete_permission(self, request, obj=None):
-        if (
-            obj is not None
-            and obj.deletion_jobs.filter(status__in=DeletionJob.ACTIVE_STATUSES).exists()
+        if obj is not None and (
+            obj.deletion_jobs.filter(status__in=DeletionJob.ACTIVE_STATUSES).exists()
+            or obj.deletion_jobs.unfinished().exists()
         ):
             return False
         return super().has_delete_permission(request, obj)

@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -74,6 +74,16 @@ class SegmentMembership(models.Model):
         return f"{self.profile_id} in {self.segment_id}"
 
 
+class DeletionJobQuerySet(models.QuerySet):
+    def unfinished(self):
+        """Jobs that stopped part-way and are not closed (see is_unfinished)."""
+        return self.filter(
+            status__in=[DeletionJob.Status.FAILED, DeletionJob.Status.CANCELLED],
+            closed_at__isnull=True,
+            total__gt=F("deleted") + F("skipped"),
+        )
+
+
 class DeletionJob(models.Model):
     """One confirmed deletion of a segment's profiles, and its audit record.
 
@@ -104,6 +114,10 @@ class DeletionJob(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     cancel_requested = models.BooleanField(default=False)
     cancelled_by_username = models.CharField("stopped by", max_length=150, blank=True)
+    # A job that stopped part-way (failed, or stopped by someone) stays open
+    # until it is resumed to the end or closed by someone who keeps the rest.
+    closed_by_username = models.CharField("closed by", max_length=150, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
 
     total = models.PositiveIntegerField("profiles requested", default=0)
     deleted = models.PositiveIntegerField("profiles deleted", default=0)
@@ -135,6 +149,8 @@ class DeletionJob(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = DeletionJobQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
@@ -153,6 +169,16 @@ class DeletionJob(models.Model):
         return self.status in self.ACTIVE_STATUSES
 
     @property
+    def is_unfinished(self):
+        """Stopped part-way and not closed: some confirmed profiles are left,
+        and the segment cannot be deleted until this is resumed or closed."""
+        return (
+            self.status in (self.Status.FAILED, self.Status.CANCELLED)
+            and self.remaining > 0
+            and self.closed_at is None
+        )
+
+    @property
     def handled(self):
         return self.deleted + self.skipped
 
@@ -165,17 +191,6 @@ class DeletionJob(models.Model):
         if not self.total:
             return 100 if self.status == self.Status.COMPLETED else 0
         return min(100, int(self.handled * 100 / self.total))
-
-    @property
-    def seconds_left(self):
-        """Estimate from the rate so far; None until there is a rate to go on."""
-        if not self.is_active or not self.started_at or not self.handled:
-            return None
-        elapsed = (timezone.now() - self.started_at).total_seconds()
-        if elapsed <= 0:
-            return None
-        rate = self.handled / elapsed
-        return max(0, int((self.total - self.handled) / rate))
 
 
 class DeletionJobProfile(models.Model):

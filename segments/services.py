@@ -57,9 +57,11 @@ def segment_update(*, segment: Segment, name: str, description: str, rules: dict
 def segment_delete(*, segment: Segment) -> None:
     """Delete the definition and its membership (the profiles stay).
 
-    Refused while a refresh writes the membership, and while a deletion of
-    the segment's profiles is under way: its progress and history hang off
-    the segment page.
+    Refused while a refresh writes the membership, while a deletion of the
+    segment's profiles is under way, and while one stopped part-way and is
+    not closed: its progress, its history and its Resume button hang off the
+    segment page, and a deletion that is unfinished must stay in view until
+    someone resumes it or decides to keep the rest.
     """
     with transaction.atomic():
         if not _try_refresh_lock(segment.pk):
@@ -69,6 +71,14 @@ def segment_delete(*, segment: Segment) -> None:
             raise SegmentBusy(
                 f"Profiles of “{segment.name}” are being deleted; "
                 "delete the segment when that has finished."
+            )
+        unfinished = DeletionJob.objects.unfinished().filter(segment=segment).first()
+        if unfinished:
+            raise SegmentBusy(
+                f"A deletion of the profiles in “{segment.name}” stopped before it finished: "
+                f"{unfinished.remaining:,} of the profiles it was confirmed for are still here. "
+                "On the segment page, resume it to delete them, or close it to keep them; "
+                "then you can delete the segment."
             )
         segment.delete()
 

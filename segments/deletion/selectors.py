@@ -1,15 +1,24 @@
 """Reads for the deletion UI: what the segment page and the dialog show."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from profiles.models import Event, SubscriptionPreference
-from segments.models import DeletionJob, Segment, SegmentMembership
+from segments.models import DeletionBatch, DeletionJob, Segment, SegmentMembership
 
 DELETE_PERMS = ("segments.view_segment", "segments.change_segment", "profiles.delete_profile")
 
 # Counting the events of a million-profile segment can take seconds; the
 # dialog shows "not counted" rather than keep the user waiting longer.
 COUNT_TIMEOUT_MS = 3000
+# A running job with no batch committed for this long says so, instead of
+# showing an estimate of the time left.
+STALL_NOTICE_SECONDS = 30
+# The time left is estimated from the pace of the batches of the last minute.
+RATE_WINDOW = timedelta(seconds=60)
 
 
 def user_can_delete_profiles(user) -> bool:
@@ -33,11 +42,52 @@ def deletion_panel_context(*, segment: Segment, user) -> dict:
     """What the segment page shows about deletions: the menu item, the live
     progress of the latest job, and the deletion history."""
     jobs = list(DeletionJob.objects.filter(segment=segment).order_by("-created_at", "-id")[:10])
+    job = jobs[0] if jobs else None
     return {
         "can_delete_profiles": user_can_delete_profiles(user),
         "deletion_jobs": jobs,
-        "job": jobs[0] if jobs else None,
+        "job": job,
+        **deletion_progress_context(job=job),
     }
+
+
+def deletion_progress_context(*, job: DeletionJob | None) -> dict:
+    """What the progress card says about time: how long since the last batch
+    committed (when that is long enough to mention), else the time left at
+    the pace of the last minute's batches. An estimate is never shown for a
+    job that is not moving: after a crash it would only grow."""
+    facts = {
+        "stalled_seconds": None,
+        "seconds_left": None,
+        "lock_wait_minutes": max(1, round(settings.DELETION_LOCK_WAIT_SECONDS / 60)),
+    }
+    if job is None or not job.is_active:
+        return facts
+    since = job.last_progress_at or job.started_at or job.created_at
+    stalled = int((timezone.now() - since).total_seconds())
+    if job.waiting_for or stalled >= STALL_NOTICE_SECONDS:
+        facts["stalled_seconds"] = stalled
+    else:
+        facts["seconds_left"] = _seconds_left(job)
+    return facts
+
+
+def _seconds_left(job: DeletionJob) -> int | None:
+    batches = list(
+        DeletionBatch.objects.filter(job=job)
+        .order_by("-id")
+        .values("profiles", "duration_ms", "finished_at")[:20]
+    )
+    if not batches or not job.remaining:
+        return None
+    newest = batches[0]["finished_at"]
+    recent = [b for b in batches if newest - b["finished_at"] <= RATE_WINDOW]
+    oldest = recent[-1]
+    span = (newest - oldest["finished_at"]).total_seconds() + oldest["duration_ms"] / 1000
+    profiles = sum(b["profiles"] for b in recent)
+    if span <= 0 or not profiles:
+        return None
+    return max(1, int(job.remaining * span / profiles))
 
 
 def deletion_dialog_context(*, segment: Segment, current_count: int | None = None) -> dict:

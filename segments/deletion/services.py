@@ -674,13 +674,16 @@ def deletion_cancel(*, job: DeletionJob, user) -> None:
 
 
 def deletion_resume(*, job: DeletionJob, user) -> DeletionJob:
-    """Resume a failed job from its cursor."""
+    """Go on with a job that stopped part-way (failed, or stopped by someone)
+    from its cursor: the rest of the confirmed set, nobody else."""
     if not user_can_delete_profiles(user):
         raise PermissionDenied
     with transaction.atomic():
         job = DeletionJob.objects.select_for_update().get(pk=job.pk)
-        if job.status != DeletionJob.Status.FAILED:
-            raise DeletionRefused("Only a failed deletion can be resumed.")
+        if not job.is_unfinished:
+            raise DeletionRefused(
+                "Only a deletion that stopped part-way, and was not closed, can be resumed."
+            )
         job.status = DeletionJob.Status.PENDING
         job.attempts = 0
         job.finished_at = None
@@ -703,4 +706,22 @@ def deletion_resume(*, job: DeletionJob, user) -> DeletionJob:
             ) from None
         deletion_enqueue(job_id=job.pk)
     logger.info("Deletion job %s resumed by %s", job.pk, user.get_username())
+    return job
+
+
+def deletion_close(*, job: DeletionJob, user) -> DeletionJob:
+    """Close a job that stopped part-way, keeping the profiles it had not
+    deleted. It can no longer be resumed, and its segment can be deleted."""
+    if not user_can_delete_profiles(user):
+        raise PermissionDenied
+    with transaction.atomic():
+        job = DeletionJob.objects.select_for_update().get(pk=job.pk)
+        if not job.is_unfinished:
+            raise DeletionRefused("Only a deletion that stopped part-way can be closed.")
+        job.closed_at = timezone.now()
+        job.closed_by_username = user.get_username()
+        job.save(update_fields=["closed_at", "closed_by_username"])
+    logger.info(
+        "Deletion job %s closed by %s; %s profiles kept", job.pk, user.get_username(), job.remaining
+    )
     return job

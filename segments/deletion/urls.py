@@ -19,4 +19,9 @@ urlpatterns = [
         deletion_views.deletion_resume,
         name="deletion_resume",
     ),
+    path(
+        "<int:pk>/deletions/<int:job_pk>/close/",
+        deletion_views.deletion_close,
+        name="deletion_close",
+    ),
 ]

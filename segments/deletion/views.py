@@ -16,6 +16,7 @@ from segments.deletion.forms import DeleteProfilesForm
 from segments.deletion.selectors import (
     deletion_dialog_context,
     deletion_panel_context,
+    deletion_progress_context,
     segment_membership_token,
     user_can_delete_profiles,
 )
@@ -119,6 +120,7 @@ def deletion_progress(request: HttpRequest, pk: int, job_pk: int) -> HttpRespons
         "segment": job.segment,
         **deletion_panel_context(segment=job.segment, user=request.user),
         "job": job,
+        **deletion_progress_context(job=job),
     }
     response = render(request, "segments/_deletion_panel.html#progress", context)
     if request.GET.get("polling") and not job.is_active:
@@ -147,6 +149,22 @@ def deletion_resume(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
     try:
         deletion.deletion_resume(job=job, user=request.user)
         messages.success(request, "Resumed the deletion where it stopped.")
+    except deletion.DeletionRefused as exc:
+        messages.error(request, str(exc))
+    return _redirect_to_segment(request, job.segment)
+
+
+@require_POST
+@login_required
+def deletion_close(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+    job = _get_job(request, pk, job_pk, write=True)
+    try:
+        job = deletion.deletion_close(job=job, user=request.user)
+        messages.success(
+            request,
+            f"Closed the deletion. The other {job.remaining:,} profile"
+            f"{'s' if job.remaining != 1 else ''} it was confirmed for are kept.",
+        )
     except deletion.DeletionRefused as exc:
         messages.error(request, str(exc))
     return _redirect_to_segment(request, job.segment)

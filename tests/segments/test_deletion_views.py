@@ -282,3 +282,147 @@ def test_a_confirmation_without_the_dialogs_count_is_refused(editor_client, popu
     assert response.status_code == 400
     assert b"profile count is missing" in response.content
     assert nothing_deleted(population)
+
+
+# --- a deletion that stopped part-way: resume, close, and the segment ---------
+
+
+def close_url(job):
+    return f"/segments/{job.segment_id}/deletions/{job.pk}/close/"
+
+
+def stopped_part_way(job, status="failed"):
+    DeletionJob.objects.filter(pk=job.pk).update(status=status, deleted=1, error="boom")
+    job.refresh_from_db()
+    return job
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_a_segment_with_a_deletion_stopped_part_way_cannot_be_deleted(editor_client, job, status):
+    stopped_part_way(job, status)
+    response = editor_client.post(f"/segments/{job.segment_id}/delete/")
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert "stopped before it finished" in html and "3 of the profiles" in html
+    assert DeletionJob.objects.get(pk=job.pk).segment_id is not None
+
+
+def test_the_page_of_a_stopped_deletion_offers_resume_and_close(editor_client, job):
+    stopped_part_way(job, "cancelled")
+    html = editor_client.get(f"/segments/{job.segment_id}/").content.decode()
+    assert "3 profiles of the confirmed set are still here" in html
+    assert "Delete the other 3" in html and "Keep them and close" in html
+
+
+def test_an_editor_can_close_a_stopped_deletion_and_then_delete_the_segment(editor_client, job):
+    stopped_part_way(job)
+    response = editor_client.post(close_url(job), follow=True)
+    assert b"are kept" in response.content
+    job.refresh_from_db()
+    assert job.closed_at is not None and job.closed_by_username == "alice"
+    assert not job.is_unfinished
+    assert "Closed by alice" in editor_client.get(f"/segments/{job.segment_id}/").content.decode()
+    # A closed job cannot be resumed...
+    editor_client.post(f"/segments/{job.segment_id}/deletions/{job.pk}/resume/")
+    job.refresh_from_db()
+    assert job.status == "failed"
+    # ...and the segment can go; the profiles left stay, the record stays.
+    assert editor_client.post(f"/segments/{job.segment_id}/delete/").status_code == 302
+    job.refresh_from_db()
+    assert job.segment_id is None
+    assert Profile.objects.filter(pk__in=job.snapshot.values("profile_id")).count() == 4
+
+
+def test_an_editor_can_resume_a_cancelled_deletion_to_delete_the_rest(
+    editor_client, job, django_capture_on_commit_callbacks
+):
+    stopped_part_way(job, "cancelled")
+    with django_capture_on_commit_callbacks() as callbacks:
+        editor_client.post(f"/segments/{job.segment_id}/deletions/{job.pk}/resume/")
+    job.refresh_from_db()
+    assert job.status == "pending" and not job.cancel_requested and len(callbacks) == 1
+
+
+def test_a_finished_deletion_cannot_be_closed(editor_client, job):
+    DeletionJob.objects.filter(pk=job.pk).update(status="completed", deleted=4)
+    response = editor_client.post(close_url(job), follow=True)
+    assert b"Only a deletion that stopped part-way can be closed" in response.content
+    job.refresh_from_db()
+    assert job.closed_at is None
+
+
+def test_a_viewer_cannot_close(viewer_client, job):
+    stopped_part_way(job)
+    assert viewer_client.post(close_url(job)).status_code == 403
+    job.refresh_from_db()
+    assert job.closed_at is None
+
+
+def test_close_needs_post(editor_client, job):
+    stopped_part_way(job)
+    assert editor_client.get(close_url(job)).status_code == 405
+    job.refresh_from_db()
+    assert job.closed_at is None
+
+
+def test_close_of_an_unknown_job_is_404(editor_client, job):
+    assert (
+        editor_client.post(f"/segments/{job.segment_id}/deletions/999999/close/").status_code == 404
+    )
+
+
+def test_close_needs_a_login(client, job):
+    stopped_part_way(job)
+    response = client.post(close_url(job))
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+# --- what the progress card says about time -------------------------------------
+
+
+def test_a_running_job_without_progress_says_so_instead_of_an_estimate(viewer_client, job):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    long_ago = timezone.now() - timedelta(seconds=70)
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="running", deleted=1, started_at=long_ago, last_progress_at=long_ago
+    )
+    html = viewer_client.get(progress_url(job), {"polling": "1"}).content.decode()
+    assert "No progress for 70 s: waiting for a worker to resume." in html
+    assert "left." not in html
+
+
+def test_a_moving_job_estimates_the_time_left_from_its_recent_batches(viewer_client, job):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from segments.models import DeletionBatch
+
+    now = timezone.now()
+    # Started an hour ago (a crash in between), but 1 profile per second now.
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="running", deleted=1, started_at=now - timedelta(hours=1), last_progress_at=now
+    )
+    DeletionBatch.objects.create(job=job, profiles=1, duration_ms=1000, finished_at=now)
+    html = viewer_client.get(progress_url(job), {"polling": "1"}).content.decode()
+    assert "About 3 seconds left." in html
+    assert "No progress" not in html
+
+
+def test_a_job_waiting_for_a_held_profile_says_who_holds_it(viewer_client, job):
+    from django.utils import timezone
+
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="running",
+        deleted=3,
+        deferred_profile_ids=[1],
+        waiting_for="1 profile in use by another connection: “nightly-report”",
+        waiting_since=timezone.now(),
+        last_progress_at=timezone.now(),
+    )
+    html = viewer_client.get(progress_url(job), {"polling": "1"}).content.decode()
+    assert "Waiting for 1 profile in use by another connection: “nightly-report”" in html
+    assert "an Editor can resume it later" in html

@@ -152,6 +152,7 @@ def test_the_walk_finds_the_dashboard():
         "segments:delete_profiles",
         "segments:deletion_cancel",
         "segments:deletion_resume",
+        "segments:deletion_close",
         "segments:deletion_progress",
         "profiles:list",
         "profiles:detail",
