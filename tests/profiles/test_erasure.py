@@ -1,7 +1,7 @@
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from messaging.models import Message, MessageActivity
@@ -45,9 +45,30 @@ def test_personal_data_is_kept_out_of_reports_and_the_rest_is_deleted():
     assert actions["messaging.message"] == KEEP
     assert actions["messaging.messageactivity"] == KEEP
     assert actions["profiles.event"] == DELETE
-    # Anonymizing runs before deleting, so no FK points at a deleted row at commit.
+
+
+def test_each_step_runs_while_the_links_it_follows_are_still_there():
+    """The admin log is rewritten first, because it finds the rows through
+    the profile links later steps clear; activity is anonymized before its
+    messages are unlinked, because it is found through them."""
     labels = [step.label for step in erasure_plan()]
-    assert labels.index("messaging.message") < labels.index("profiles.event")
+    last_scrub = max(i for i, label in enumerate(labels) if label == "admin.logentry")
+    assert last_scrub < min(i for i, label in enumerate(labels) if label != "admin.logentry")
+    assert labels.index("messaging.messageactivity") < labels.index("messaging.message")
+
+
+def test_erasure_checks_each_foreign_key_as_it_goes():
+    """Foreign keys are declared deferred (checked at commit), where any order
+    of the steps would pass. Erasure checks them per statement, so the
+    erasure tests prove its order works without deferral: nothing points at
+    a profile when it is deleted."""
+    person = ProfileFactory()
+    EventFactory(profile=person)
+    MessageActivityFactory(message__profile=person)
+    with transaction.atomic():
+        assert profiles_erase(profile_ids=[person.pk]).deleted == 1
+        with pytest.raises(IntegrityError, match="profiles_event"), transaction.atomic():
+            Event.objects.create(profile_id=person.pk, name="late", occurred_at=timezone.now())
 
 
 def test_a_relation_erasure_cannot_handle_stops_the_plan(monkeypatch):

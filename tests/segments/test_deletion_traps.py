@@ -13,8 +13,9 @@ from django_q.tasks import async_task
 
 from profiles.erasure import profiles_erase
 from profiles.models import Event, Profile
+from tests.messaging.factories import MessageFactory
 from tests.profiles.factories import EventFactory, ProfileFactory
-from tests.workers import QCluster, backends, wait_for
+from tests.workers import QCluster, backends, row_locked, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,46 +69,73 @@ def test_an_event_committed_mid_erasure_fails_an_unlocked_batch_at_commit():
     assert Profile.objects.filter(pk=profile.pk).exists()
 
 
-def test_a_batch_that_locks_its_profiles_first_commits_and_the_plain_insert_fails():
-    """profiles_erase locks its profiles FOR UPDATE before it deletes: the
-    insert's own check at commit then waits for the batch, and it is the
-    insert (not the batch) that fails. Ingestion avoids even that by taking
-    FOR KEY SHARE on the profile before it writes."""
+def test_a_batch_that_locks_its_profiles_first_makes_a_concurrent_insert_wait_and_fail():
+    """profiles_erase locks its profiles FOR UPDATE before its first statement.
+
+    The batch is held mid-way (one of the person's messages is locked
+    elsewhere, so it waits at the message UPDATE, after the lock and before
+    its deletes). An event inserted for the profile meanwhile cannot commit:
+    its foreign-key check at commit needs a KEY SHARE lock the batch's
+    FOR UPDATE excludes, so it waits for the batch and then fails. Without
+    the FOR UPDATE it commits at once, and a batch that had already deleted
+    the events would delete the profile from under it. Ingestion avoids even
+    the failure by taking FOR KEY SHARE on the profile before it writes.
+    """
     profile = ProfileFactory()
     EventFactory(profile=profile)
+    message = MessageFactory(profile=profile)
+    outcome = {}
+
+    def erase():
+        try:
+            with transaction.atomic():
+                profiles_erase(profile_ids=[profile.pk])
+            outcome["batch"] = "committed"
+        finally:
+            connections.close_all()
+
     other = connections.create_connection("default")
     other.set_autocommit(False)
     other.inc_thread_sharing()  # its commit runs in a thread, as it waits
-    outcome = {}
+
+    def commit():
+        try:
+            other.commit()
+            outcome["insert"] = "committed"
+        except IntegrityError:
+            outcome["insert"] = "failed"
+
+    eraser = threading.Thread(target=erase)
+    committer = threading.Thread(target=commit)
     try:
-        with transaction.atomic():
-            profiles_erase(profile_ids=[profile.pk])
+        with row_locked("messaging_message", message.pk):
+            eraser.start()
+            wait_for(
+                lambda: backends(waiting_on_lock=True, query_prefix="UPDATE"),
+                timeout=10,
+                message="the batch to wait at the message",
+            )
             with other.cursor() as cursor:
                 cursor.execute(
                     "INSERT INTO profiles_event (profile_id, name, properties, occurred_at, "
                     "created_at) VALUES (%s, 'late', '{}', now(), now())",
                     [profile.pk],
-                )  # no error yet: the check waits for the commit
-
-            def commit():
-                try:
-                    other.commit()
-                    outcome["insert"] = "committed"
-                except IntegrityError:
-                    outcome["insert"] = "failed"
-
-            committer = threading.Thread(target=commit)
+                )
             committer.start()
             wait_for(
-                lambda: backends(waiting_on_lock=True, query_prefix="COMMIT"),
+                lambda: (
+                    "insert" in outcome or backends(waiting_on_lock=True, query_prefix="COMMIT")
+                ),
                 timeout=10,
-                message="the insert's commit to wait for the batch",
+                message="the insert's commit to end or wait",
             )
+            assert "insert" not in outcome, "the insert committed under a batch in progress"
+        eraser.join(10)
         committer.join(10)
     finally:
         other.dec_thread_sharing()
         other.close()
-    assert outcome == {"insert": "failed"}
+    assert outcome == {"batch": "committed", "insert": "failed"}
     assert not Profile.objects.filter(pk=profile.pk).exists()
     assert not Event.objects.filter(profile_id=profile.pk).exists()
 
