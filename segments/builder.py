@@ -96,6 +96,7 @@ class Row:
     errors: list[str] = field(default_factory=list)
     condition: dict | None = None
     count: object = None
+    unfilled: bool = False  # not filled in yet: not counted, its problems not shown
 
     @property
     def is_group(self) -> bool:
@@ -119,7 +120,9 @@ class Row:
 
     @property
     def is_valid(self) -> bool:
-        return not self.errors and all(child.is_valid for child in self.children)
+        return (
+            not self.errors and not self.unfilled and all(child.is_valid for child in self.children)
+        )
 
 
 def _row(kind: str, **values) -> Row:
@@ -146,6 +149,7 @@ class Builder:
     focus: str = ""
     rules: dict | None = None
     catalogue: object = None
+    incomplete: bool = False
 
     @property
     def choices(self) -> dict:
@@ -158,7 +162,20 @@ class Builder:
 
     @property
     def is_valid(self) -> bool:
-        return not (self.errors or self.json_errors) and all(r.is_valid for r in self.rows)
+        return not (self.errors or self.json_errors or self.incomplete) and all(
+            r.is_valid for r in self.rows
+        )
+
+    def hush_empty_rows(self) -> "Builder":
+        """While editing, a row not filled in yet is not an error to show:
+        it is only not counted. Saving shows its problems."""
+        for row in self.all_rows():
+            values = row.values
+            if row.kind == "attribute" and not values["field"] and not values["value"]:
+                row.unfilled = bool(row.errors)
+                self.incomplete = self.incomplete or row.unfilled
+                row.errors = []
+        return self
 
     def numbered(self) -> "Builder":
         for i, row in enumerate(self.rows):
@@ -287,6 +304,11 @@ def builder_from_rules(rules, *, catalogue=None) -> Builder:
         for c in rules["conditions"]
     ]
     return Builder(rules["match"], rows, catalogue=catalogue).compile()
+
+
+def builder_blank(*, catalogue=None) -> Builder:
+    """A new segment's builder: one empty condition to fill in."""
+    return Builder("all", [_row("attribute")], catalogue=catalogue).compile()
 
 
 def _is_group(node) -> bool:

@@ -8,7 +8,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from segments import selectors, services
-from segments.builder import builder_from_post, builder_from_rules, builder_tidy
+from segments.builder import builder_blank, builder_from_post, builder_from_rules, builder_tidy
 from segments.catalogue import catalogue_get
 from segments.counting import builder_preview
 from segments.deletion.selectors import deletion_panel_context
@@ -17,12 +17,6 @@ from segments.models import Segment
 from segments.rules import rules_describe
 from vero_admin.access import require_perms
 from vero_admin.pagination import keyset_page
-
-# A new segment starts with one empty condition to fill in.
-NEW_SEGMENT_RULES = {
-    "match": "all",
-    "conditions": [{"type": "property", "field": "", "operator": "equals", "value": ""}],
-}
 
 
 def _get_segment_for_user(
@@ -109,14 +103,16 @@ def _segment_form(request: HttpRequest, *, segment: Segment | None):
     without JavaScript: the page comes back changed, with counts, unsaved."""
     catalogue = catalogue_get()
     if request.method != "POST":
-        rules = segment.rules if segment else NEW_SEGMENT_RULES
-        builder = builder_from_rules(rules, catalogue=catalogue)
+        if segment is None:
+            builder = builder_blank(catalogue=catalogue).hush_empty_rows()
+        else:
+            builder = builder_from_rules(segment.rules, catalogue=catalogue)
         return SegmentForm(builder=builder, segment=segment), None
     builder = builder_from_post(request.POST, catalogue=catalogue)
     action = request.POST.get("action", "save")
     if action == "save":
         return SegmentForm(request.POST, builder=builder, segment=segment), None
-    builder_tidy(builder.apply(action))
+    builder_tidy(builder.apply(action)).hush_empty_rows()
     typed = {
         "name": request.POST.get("name", ""),
         "description": request.POST.get("description", ""),
@@ -146,7 +142,7 @@ def segment_builder(request: HttpRequest) -> HttpResponse:
     added, removed, moved, or given another type or operator."""
     _require_builder_access(request.user)
     builder = builder_from_post(request.POST, catalogue=catalogue_get())
-    builder_tidy(builder.apply(request.POST.get("action", "")))
+    builder_tidy(builder.apply(request.POST.get("action", ""))).hush_empty_rows()
     context = {"builder": builder, "preview": builder_preview(builder), "oob": True}
     return render(request, "segments/_builder.html", context)
 
@@ -158,7 +154,7 @@ def segment_builder_count(request: HttpRequest) -> HttpResponse:
     """The counts, plain words and sample for the rows as they are (htmx,
     while typing); the rows themselves are left alone."""
     _require_builder_access(request.user)
-    builder = builder_from_post(request.POST, catalogue=catalogue_get())
+    builder = builder_from_post(request.POST, catalogue=catalogue_get()).hush_empty_rows()
     context = {"builder": builder, "preview": builder_preview(builder), "oob": True}
     return render(request, "segments/_builder.html#count", context)
 

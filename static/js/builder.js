@@ -10,7 +10,7 @@
 
   document.documentElement.classList.add("js");
 
-  let reshaping = false;
+  let reshaping = null; // the request re-rendering the rows, while it runs
   let typed = {};
 
   function isReshape(e) {
@@ -19,8 +19,8 @@
 
   document.addEventListener("htmx:beforeRequest", function (e) {
     if (!isReshape(e)) return;
-    reshaping = true;
-    typed = {};
+    if (!reshaping) typed = {};
+    reshaping = e.detail.xhr;
     const json = document.getElementById("id_rules");
     if (json) delete json.dataset.edited; // the server applies edited JSON first
   });
@@ -59,7 +59,7 @@
   }
 
   function afterReshape() {
-    reshaping = false;
+    reshaping = null;
     let last = null;
     Object.keys(typed).forEach(function (id) {
       const el = document.getElementById(id);
@@ -79,13 +79,15 @@
     if (last) htmx.trigger(last, "change"); // count what was typed
   }
 
-  document.addEventListener("htmx:afterSettle", function () {
-    if (reshaping) afterReshape();
+  // A count's settle can come after the next reshape has started (the queue
+  // moves on at swap time): only the reshape's own settle ends it.
+  document.addEventListener("htmx:afterSettle", function (e) {
+    if (reshaping && e.detail.xhr === reshaping) afterReshape();
     markInvalid();
   });
   ["htmx:responseError", "htmx:sendError", "htmx:timeout"].forEach(function (name) {
-    document.addEventListener(name, function () {
-      reshaping = false;
+    document.addEventListener(name, function (e) {
+      if (e.detail.xhr === reshaping) reshaping = null;
     });
   });
   document.addEventListener("DOMContentLoaded", markInvalid);

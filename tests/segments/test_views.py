@@ -735,6 +735,13 @@ def test_edited_json_is_what_gets_saved(editor_client, enqueued, catalogue):
     assert Segment.objects.get(name="Pasted").rules == TRIALS | {"match": "any"}
 
 
+def test_a_new_segment_starts_with_one_empty_condition(editor_client, catalogue):
+    html = editor_client.get("/segments/new/").content.decode()
+    assert 'name="c0-kind"' in html and 'name="c1-kind"' not in html
+    assert "cannot be shown as rows" not in html
+    assert 'list="attribute-names"' in html and '<option value="plan" label="text">' in html
+
+
 def test_the_demo_segments_open_in_the_builder(editor_client, catalogue):
     from segments.management.commands.seed_demo import DEMO_SEGMENTS
 
