@@ -11,6 +11,8 @@ import logging
 import time
 
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.tasks import async_task
 from psycopg import errors as pg_errors
@@ -165,12 +167,45 @@ def segment_refresh_requested(*, segment_id: int, statement_timeout: float | Non
             return  # recorded on the segment for the page to show
 
 
-def segment_try_lock_membership(*, segment_id: int) -> bool:
-    """Take, until the end of the current transaction, the lock a refresh
-    holds while it rewrites the segment's membership; False if it is taken.
-    Whoever holds it knows that nobody adds members to the segment meanwhile
-    (memberships are only ever added by a refresh)."""
-    return _try_refresh_lock(segment_id)
+def segment_lock_for_confirmation(*, segment_id: int) -> Segment | None:
+    """Lock the segment's row FOR SHARE until the end of the current
+    transaction and return it as it is now (None if it is gone).
+
+    A refresh rewrites the membership and then, last, updates this row
+    (count, ``last_refreshed_at``) in the same transaction. So while the row
+    is held, no refresh can commit, and what a caller reads of the membership
+    after this is the membership the returned row describes. Shared, so two
+    confirmations never wait for each other; a refresh waits a moment.
+    """
+    table = Segment._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR SHARE", [segment_id])  # noqa: S608
+        if cursor.fetchone() is None:
+            return None
+    # A new statement, so it sees the row as the lock found it.
+    return Segment.objects.filter(pk=segment_id).first()
+
+
+def segment_recount(*, segment_ids) -> None:
+    """Store the true member count of these segments (after profiles left
+    them by other means than a refresh).
+
+    The rows are locked first, then counted in a later statement: a refresh
+    that updated one of them meanwhile has committed by then, and its
+    membership is what gets counted.
+    """
+    ids = sorted(set(segment_ids))
+    if not ids:
+        return
+    list(Segment.objects.select_for_update().filter(pk__in=ids).order_by("pk").values("pk"))
+    members = (
+        SegmentMembership.objects.filter(segment_id=OuterRef("pk"))
+        .order_by()
+        .values("segment_id")
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+    Segment.objects.filter(pk__in=ids).update(member_count=Coalesce(Subquery(members), 0))
 
 
 def _try_refresh_lock(segment_id: int) -> bool:

@@ -39,8 +39,8 @@ from django.db import (
     reset_queries,
     transaction,
 )
-from django.db.models import Count, F, OuterRef, Subquery
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from profiles.erasure import profiles_erase
@@ -53,7 +53,7 @@ from segments.models import (
     Segment,
     SegmentMembership,
 )
-from segments.services import segment_try_lock_membership
+from segments.services import segment_lock_for_confirmation, segment_recount
 
 logger = logging.getLogger(__name__)
 
@@ -143,16 +143,9 @@ def deletion_start(
         return StartResult(active, created=False)
     try:
         with transaction.atomic():
-            # A refresh holds this lock while it rewrites the membership, so
-            # between here and the commit nobody can add a member: the token
-            # read below and the snapshot taken after it see the same
-            # membership.
-            if not segment_try_lock_membership(segment_id=segment.pk):
-                raise DeletionRefused(
-                    f"“{segment.name}” is being refreshed right now. Wait for the refresh "
-                    "to finish, review who is in it, and confirm again. Nothing was deleted."
-                )
-            current = Segment.objects.filter(pk=segment.pk).first()
+            # No refresh can commit from here to our commit, so the token
+            # read now and the snapshot taken next describe one membership.
+            current = segment_lock_for_confirmation(segment_id=segment.pk)
             if current is None:
                 raise DeletionRefused("This segment no longer exists. Nothing was deleted.")
             job = DeletionJob.objects.create(
@@ -591,8 +584,7 @@ def _record_batch_timing(job_id: int, profiles: int, duration_ms: int) -> None:
 def _finish(job_id: int, status: str, *, error: str = "") -> None:
     """End the job, and make the stored counts true again: of its segment
     (what is left of the membership, complete or not) and of every other
-    segment its profiles belonged to. A segment being refreshed right now is
-    left to that refresh, which stores its own count."""
+    segment its profiles belonged to."""
     with transaction.atomic():
         job = DeletionJob.objects.select_for_update().get(pk=job_id)
         job.status = status
@@ -606,18 +598,7 @@ def _finish(job_id: int, status: str, *, error: str = "") -> None:
         segment_ids = set(job.touched_segment_ids)
         if job.segment_id:
             segment_ids.add(job.segment_id)
-        recount = [pk for pk in sorted(segment_ids) if segment_try_lock_membership(segment_id=pk)]
-        if recount:
-            members = (
-                SegmentMembership.objects.filter(segment_id=OuterRef("pk"))
-                .order_by()
-                .values("segment_id")
-                .annotate(n=Count("*"))
-                .values("n")
-            )
-            Segment.objects.filter(pk__in=recount).update(
-                member_count=Coalesce(Subquery(members), 0)
-            )
+        segment_recount(segment_ids=segment_ids)
     logger.info("Deletion job %s %s", job_id, status)
 
 

@@ -5,11 +5,12 @@ import re
 import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from profiles.models import Profile
 from segments import services
 from segments.deletion import services as deletion
+from segments.deletion.selectors import segment_membership_token
 from segments.models import DeletionJob, DeletionJobProfile, SegmentMembership
 from tests.segments.population import build_population
 
@@ -92,26 +93,70 @@ def test_a_missing_membership_token_is_refused(editor_client, alice):
     assert not DeletionJob.objects.exists()
 
 
-@pytest.mark.django_db
-def test_a_confirmation_during_a_refresh_is_refused(alice):
-    population = build_population(doomed=2, survivors=2, events_each=0)
-    other = connection.copy()
+@pytest.mark.django_db(transaction=True)
+def test_a_confirmation_while_a_refresh_rewrites_the_membership_takes_the_shown_members(alice):
+    """The refresh's rewrite is not committed yet: the snapshot holds the
+    members the dialog showed, and the refresh commits after the job."""
+    population = build_population(doomed=3, survivors=3, events_each=0)
+    population.segment.refresh_from_db()
+    token = segment_membership_token(population.segment)
+    refresh = connections.create_connection("default")
     try:
-        with other.cursor() as cursor:
-            cursor.execute("BEGIN")
+        refresh.set_autocommit(False)
+        with refresh.cursor() as cursor:
             cursor.execute(
-                "SELECT pg_advisory_xact_lock(%s, %s)",
-                [services.REFRESH_LOCK_NAMESPACE, population.segment.pk],
+                "DELETE FROM segments_segmentmembership WHERE segment_id = %s",
+                [population.segment.pk],
             )
-        with pytest.raises(deletion.DeletionRefused, match="being refreshed"):
-            deletion.deletion_start(
-                segment=population.segment,
-                user=alice,
-                typed_name="Trial users",
-                expected_count=2,
+            cursor.execute(
+                "INSERT INTO segments_segmentmembership (segment_id, profile_id, joined_at) "
+                "SELECT %s, id, now() FROM profiles_profile WHERE id = ANY(%s)",
+                [population.segment.pk, population.survivors],
             )
+        job = deletion.deletion_start(
+            segment=population.segment,
+            user=alice,
+            typed_name="Trial users",
+            expected_count=3,
+            membership_token=token,
+        ).job
+        with refresh.cursor() as cursor:
+            cursor.execute(
+                "UPDATE segments_segment SET last_refreshed_at = now() WHERE id = %s",
+                [population.segment.pk],
+            )
+        refresh.commit()
     finally:
-        other.close()
+        refresh.close()
+    snapshot = set(DeletionJobProfile.objects.filter(job=job).values_list("profile_id", flat=True))
+    assert snapshot == set(population.doomed)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_confirmation_after_a_refresh_updated_the_segment_waits_for_it_and_refuses(alice):
+    """The refresh has written the segment row but not committed: the
+    confirmation waits for it, sees the new membership stamp and refuses."""
+    population = build_population(doomed=3, survivors=3, events_each=0)
+    population.segment.refresh_from_db()
+    token = segment_membership_token(population.segment)
+    refresh = connections.create_connection("default")
+    refresh.set_autocommit(False)
+    with refresh.cursor() as cursor:
+        cursor.execute(
+            "UPDATE segments_segment SET last_refreshed_at = now() WHERE id = %s",
+            [population.segment.pk],
+        )
+    refresh.inc_thread_sharing()  # committed from a timer thread
+    threading.Timer(0.5, refresh.commit).start()
+    with pytest.raises(deletion.CountChanged, match="was refreshed"):
+        deletion.deletion_start(
+            segment=population.segment,
+            user=alice,
+            typed_name="Trial users",
+            expected_count=3,
+            membership_token=token,
+        )
+    refresh.close()
     assert not DeletionJob.objects.exists()
 
 
