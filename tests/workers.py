@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from django.db import connection, connections
@@ -79,6 +79,15 @@ class QCluster:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def freeze(self):
+        """SIGSTOP every process of the cluster: a host that vanished, or a
+        paused VM. Its sessions stay open, its locks held; nothing answers."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGCONT)
+
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path else ""
 
@@ -122,6 +131,41 @@ def row_locked(table: str, pk: int):
     finally:
         other.rollback()
         other.close()
+
+
+@contextmanager
+def slow_event_deletes():
+    """Every deleted event costs about a millisecond, as on a large, cold
+    table: a job of a few thousand profiles takes seconds."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE FUNCTION fault_slow_delete() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN PERFORM pg_sleep(0.0001); RETURN OLD; END $$;
+            CREATE TRIGGER fault_slow_delete BEFORE DELETE ON profiles_event
+            FOR EACH ROW EXECUTE FUNCTION fault_slow_delete();
+            """
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DROP TRIGGER fault_slow_delete ON profiles_event; "
+                "DROP FUNCTION fault_slow_delete();"
+            )
+
+
+def advisory_lock_holders(namespace: int, key: int) -> list[int]:
+    """Pids of the sessions holding pg_advisory_lock(namespace, key)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND objsubid = 2 AND classid::bigint = %s AND objid::bigint = %s",
+            [namespace, key],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def cluster_backends(*, waiting_on_lock=False, query_prefix="") -> list[int]:

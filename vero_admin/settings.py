@@ -7,6 +7,7 @@ helpers below refuse bad values loudly instead of guessing.
 """
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -118,6 +119,50 @@ DATABASES = {
     "default": dj_database_url.parse(_database_url, conn_max_age=60, conn_health_checks=True)
 }
 DATABASES["default"].setdefault("TEST", {})
+
+
+def _session_options(*, qcluster: bool) -> list[str]:
+    """Server settings for our sessions (libpq ``options``).
+
+    The server's TCP keepalives end the session of a host that vanished in
+    about 2 minutes instead of the kernel's default 2 hours; a deletion
+    runner's advisory lock dies with its session, so the watchdog can resume
+    the job. (Both are ignored on a Unix socket, as with the embedded server.)
+
+    The workers' sessions also end when idle for Q_IDLE_SESSION_TIMEOUT
+    seconds, or idle inside a transaction for Q_IDLE_IN_TRANSACTION_TIMEOUT:
+    a frozen worker (a paused VM, a stopped process) answers keepalives but
+    must not keep a job's lock. django-q2 calls close_old_connections before
+    each use and CONN_HEALTH_CHECKS replaces a session the server ended, so
+    idle workers reconnect quietly. The web server and the tests are left
+    without these timeouts: nothing there holds a lock while idle, and a
+    test's transaction may rightly stay idle while it looks around.
+    """
+    options = [
+        "-c tcp_keepalives_idle=60",
+        "-c tcp_keepalives_interval=10",
+        "-c tcp_keepalives_count=6",
+    ]
+    if qcluster:
+        idle = env_int("Q_IDLE_SESSION_TIMEOUT", 600)
+        idle_in_transaction = env_int("Q_IDLE_IN_TRANSACTION_TIMEOUT", 60)
+        options.append(f"-c idle_session_timeout={idle}s")
+        options.append(f"-c idle_in_transaction_session_timeout={idle_in_transaction}s")
+    return options
+
+
+_db_options = DATABASES["default"].setdefault("OPTIONS", {})
+# The client's keepalives: a worker notices a database host that vanished.
+_db_options.setdefault("keepalives", 1)
+_db_options.setdefault("keepalives_idle", 60)
+_db_options.setdefault("keepalives_interval", 10)
+_db_options.setdefault("keepalives_count", 6)
+_db_options["options"] = " ".join(
+    [
+        *filter(None, [_db_options.get("options", "")]),
+        *_session_options(qcluster=sys.argv[1:2] == ["qcluster"]),
+    ]
+)
 if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"]["NAME"] = os.environ["TEST_DATABASE_NAME"]
 
@@ -188,6 +233,16 @@ Q_CLUSTER = {
 # worker and is resumed by the watchdog.
 DELETION_SLICE_SECONDS = env_int("DELETION_SLICE_SECONDS", 20)
 DELETION_STALE_AFTER_SECONDS = env_int("DELETION_STALE_AFTER_SECONDS", 90)
+# A job whose runner is provably gone (its lock free, no task of it queued or
+# started since its last heartbeat) is resumed after this much quiet, without
+# waiting for staleness; `serve` looks every DELETION_SWEEP_SECONDS.
+DELETION_GONE_AFTER_SECONDS = env_int("DELETION_GONE_AFTER_SECONDS", 5)
+DELETION_SWEEP_SECONDS = env_int("DELETION_SWEEP_SECONDS", 5)
+# A runner that holds the job's lock but has been silent this long (frozen,
+# or its host vanished) has its session terminated by the watchdog.
+DELETION_TERMINATE_AFTER_SECONDS = env_int(
+    "DELETION_TERMINATE_AFTER_SECONDS", 3 * DELETION_STALE_AFTER_SECONDS
+)
 # Profiles another session keeps locked are set aside and retried at the end;
 # when only they are left, the job waits this long for them, then stops with
 # the reason (who holds them) so an Editor can resume it later.
