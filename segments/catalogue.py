@@ -5,8 +5,8 @@ Listing them exactly at a million profiles would unpack every profile's
 attributes (seconds), so:
 
 - **attribute names** come from a sample of the profiles table: about
-  ``SAMPLE_PAGES`` pages read with ``TABLESAMPLE SYSTEM`` (all of it when the
-  table is smaller). An attribute most profiles have is always listed; one a
+  ``SAMPLE_PAGES`` pages read with ``TABLESAMPLE SYSTEM`` (every profile when
+  there are at most ``FULL_SCAN_ROWS``). An attribute most profiles have is always listed; one a
   few people have may be missing, and can be typed in. Names used by saved
   segments are listed too. Each name's type is the kind of value the sample
   holds most often (a text that starts ``YYYY-MM-DD`` is a date);
@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 CACHE_KEY = "segments:builder-catalogue:v1"
 CACHE_SECONDS = 300
 SAMPLE_PAGES = 300
+# Up to this many profiles, every one is read (a few milliseconds).
+FULL_SCAN_ROWS = 20_000
 MAX_NAMES = 500
 TIMEOUT_MS = 2000
 
@@ -114,12 +116,18 @@ def _attributes() -> tuple[Attribute, ...]:
 
 
 def _attributes_sql() -> tuple[str, list]:
+    """All profiles when there are few; else a sample of about SAMPLE_PAGES
+    pages. "Few" is counted in live rows, not pages: a table that shrank
+    (deleted profiles, not yet vacuumed) keeps its pages, and a sample of
+    mostly empty pages would miss the profiles that are there."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_relation_size('profiles_profile') / current_setting('block_size')::int"
+            "SELECT pg_relation_size('profiles_profile') / current_setting('block_size')::int, "
+            "(SELECT count(*) FROM (SELECT 1 FROM profiles_profile LIMIT %s) few)",
+            [FULL_SCAN_ROWS + 1],
         )
-        pages = cursor.fetchone()[0]
-    if pages <= SAMPLE_PAGES:
+        pages, rows = cursor.fetchone()
+    if pages <= SAMPLE_PAGES or rows <= FULL_SCAN_ROWS:
         return _ATTRIBUTES_SQL.format(sample=""), []
     percent = 100.0 * SAMPLE_PAGES / pages
     return _ATTRIBUTES_SQL.format(sample="TABLESAMPLE SYSTEM (%s) REPEATABLE (1)"), [percent]
