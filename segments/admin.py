@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
+from profiles.admin import LockedProfileMixin
 from segments.models import DeletionJob, Segment, SegmentMembership
 from segments.rules import RulesError, rules_validate
 from segments.services import SegmentBusy, segment_delete, segment_request_refresh
@@ -57,7 +58,7 @@ class SegmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(SegmentMembership)
-class SegmentMembershipAdmin(admin.ModelAdmin):
+class SegmentMembershipAdmin(LockedProfileMixin, admin.ModelAdmin):
     list_display = ("id", "segment", "profile", "joined_at")
     list_select_related = ("segment", "profile")
     raw_id_fields = ("segment", "profile")
