@@ -49,6 +49,19 @@ logger = logging.getLogger(__name__)
 RUN_TASK = "segments.tasks.run_deletion_job"
 
 
+def deletion_watchdog_on_worker_start(sender=None, **kwargs) -> None:
+    """django-q2's ``post_spawn``: every worker that starts (a cluster
+    started after a crash or a deploy, on any machine) looks once for jobs
+    whose runner is gone, so they resume within seconds, not at the next
+    minute's schedule. Never stops the worker from starting."""
+    try:
+        deletion_watchdog()
+    except Exception:
+        logger.exception("Watchdog at worker start failed; the schedule will try again")
+    finally:
+        connection.close()
+
+
 def deletion_watchdog() -> list[int]:
     """Resume jobs whose worker died; end a runner session that froze.
 

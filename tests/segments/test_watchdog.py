@@ -203,3 +203,32 @@ def test_a_frozen_runner_is_ended_and_a_second_cluster_completes_the_job(alice, 
     out = StringIO()
     call_command("verify_deletion", str(job.pk), stdout=out)
     assert out.getvalue().rstrip().endswith("Every check passed.")
+
+
+# --- a cluster started on its own -----------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cluster_started_on_its_own_resumes_a_job_whose_runner_is_gone(alice):
+    """No `serve` and no schedule row: only the workers'
+    start-up look can resume the job, and it does within seconds."""
+    population = insert_population(doomed=300, survivors=100)
+    job = running_since(start(population, alice), 30)
+    OrmQ.objects.all().delete()  # the lost task went with the crashed cluster
+    Schedule.objects.all().delete()
+    cluster = QCluster(timeout=60, retry=120, slice_seconds=30)
+    try:
+        cluster.start()
+        started = time.monotonic()
+        done = wait_for(
+            lambda: DeletionJob.objects.get(pk=job.pk).status == "completed",
+            timeout=30,
+            interval=0.2,
+            message="the job to be resumed by a starting worker",
+        )
+        assert done
+        assert time.monotonic() - started < 15
+    finally:
+        cluster.stop()
+    job.refresh_from_db()
+    assert job.deleted == 300 and job.interruptions == 1
