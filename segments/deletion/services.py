@@ -479,6 +479,8 @@ def _lock_profiles(profile_ids: list[int]) -> set[int]:
             [profile_ids],
         )
         ours = {row[0] for row in cursor.fetchall()}
+        if len(ours) == len(set(profile_ids)):
+            return set()
         cursor.execute(
             f"SELECT id FROM {table} WHERE id = ANY(%s) AND NOT id = ANY(%s)",  # noqa: S608
             [profile_ids, list(ours)],
@@ -491,11 +493,13 @@ def _segments_losing_members(profile_ids: list[int]) -> set[int]:
     correct when it ends."""
     if not profile_ids:
         return set()
-    return set(
-        SegmentMembership.objects.filter(profile_id__in=profile_ids)
-        .values_list("segment_id", flat=True)
-        .distinct()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT segment_id FROM {SegmentMembership._meta.db_table} "  # noqa: S608
+            "WHERE profile_id = ANY(%s)",
+            [profile_ids],
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _wait_for_held_profiles(job_id: int) -> bool:
