@@ -53,13 +53,18 @@ def deletion_watchdog_on_worker_start(sender=None, **kwargs) -> None:
     """django-q2's ``post_spawn``: every worker that starts (a cluster
     started after a crash or a deploy, on any machine) looks once for jobs
     whose runner is gone, so they resume within seconds, not at the next
-    minute's schedule. Never stops the worker from starting."""
+    minute's schedule. Never stops the worker from starting.
+
+    Not in django-q2's sync mode, where "spawning a worker" is running one
+    task inline, inside whatever transaction the caller holds."""
+    from django_q.conf import Conf
+
+    if Conf.SYNC:
+        return
     try:
         deletion_watchdog()
     except Exception:
         logger.exception("Watchdog at worker start failed; the schedule will try again")
-    finally:
-        connection.close()
 
 
 def deletion_watchdog() -> list[int]:
