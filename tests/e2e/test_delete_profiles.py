@@ -82,3 +82,37 @@ def test_a_viewer_has_no_way_to_start_a_deletion(live_server, login, bob):
     assert response.status == 403
     assert re.search("Forbidden", page.content(), re.I)
     assert not DeletionJob.objects.exists()
+
+
+def test_the_deletion_can_be_confirmed_with_the_keyboard_only(live_server, login, alice):
+    """Tab to the ••• button, open it, arrow to Delete Profiles..., type the
+    name, Tab to the button, Enter: the job starts and the page says so."""
+    population = build_population(doomed=3, survivors=2, events_each=0, name="Lapsed")
+    page = login(alice)
+    page.goto(f"{live_server.url}/segments/{population.segment.pk}/")
+    menu_button = page.get_by_role("button", name="Segment actions")
+    for _ in range(30):
+        if menu_button.evaluate("b => b === document.activeElement"):
+            break
+        page.keyboard.press("Tab")
+    expect(menu_button).to_be_focused()
+    page.keyboard.press("Enter")
+    item = page.get_by_role("menuitem", name="Delete Profiles...")
+    for _ in range(10):
+        if item.evaluate("i => i === document.activeElement"):
+            break
+        page.keyboard.press("ArrowDown")
+    expect(item).to_be_focused()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Delete 3 profiles?")
+    expect(dialog.get_by_label("Type Lapsed to confirm")).to_be_focused()
+    page.keyboard.type("Lapsed")
+    submit = dialog.get_by_role("button", name="Delete Profiles")
+    for _ in range(10):
+        if submit.evaluate("b => b === document.activeElement"):
+            break
+        page.keyboard.press("Tab")
+    expect(submit).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Deleting 3 profiles from Lapsed")).to_be_visible()
+    assert DeletionJob.objects.get().total == 3
