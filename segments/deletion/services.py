@@ -430,7 +430,8 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
         held = _lock_profiles(profile_ids)
         erasable = [pk for pk in profile_ids if pk not in held]
         if retrying:
-            deferred = [pk for pk in job.deferred_profile_ids if pk not in set(erasable)]
+            erasing = set(erasable)
+            deferred = [pk for pk in job.deferred_profile_ids if pk not in erasing]
             if not erasable:
                 return BatchResult(0, time.monotonic() - started, waiting=len(deferred))
         else:
@@ -463,8 +464,10 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
         )
     elapsed = time.monotonic() - started
     # Timing is measured to the end of the commit (deferred foreign-key checks
-    # run there), so it is recorded after it, outside the batch.
-    _record_batch_timing(job_id, len(erasable), int(elapsed * 1000))
+    # run there), so it is recorded after it, outside the batch. A batch that
+    # only set profiles aside says nothing about the pace.
+    if erasable:
+        _record_batch_timing(job_id, len(erasable), int(elapsed * 1000))
     handled = len(erasable) if retrying else len(profile_ids)
     return BatchResult(handled, elapsed, waiting=len(deferred))
 
