@@ -1,7 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
 
-from profiles.admin import LockedProfileMixin
 from segments.models import DeletionJob, Segment, SegmentMembership
 from segments.rules import RulesError, rules_validate
 from segments.services import SegmentBusy, segment_delete, segment_request_refresh
@@ -58,11 +57,21 @@ class SegmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(SegmentMembership)
-class SegmentMembershipAdmin(LockedProfileMixin, admin.ModelAdmin):
+class SegmentMembershipAdmin(admin.ModelAdmin):
+    """Memberships are looked at here, never added or changed: only a refresh
+    adds members, and that is what lets a deletion's confirmation name the
+    membership its dialog showed (segment_membership_token)."""
+
     list_display = ("id", "segment", "profile", "joined_at")
     list_select_related = ("segment", "profile")
     raw_id_fields = ("segment", "profile")
     show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(DeletionJob)

@@ -141,6 +141,13 @@ def deletion_start(
     active = deletion_active_job(segment=segment)
     if active:
         return StartResult(active, created=False)
+    unfinished = DeletionJob.objects.unfinished().filter(segment=segment).first()
+    if unfinished:
+        raise DeletionRefused(
+            f"An earlier deletion of this segment stopped part-way, with "
+            f"{unfinished.remaining:,} of its profiles still here. Resume it or close it on "
+            "the segment page first. Nothing was deleted."
+        )
     try:
         with transaction.atomic():
             # No refresh can commit from here to our commit, so the token
@@ -162,12 +169,20 @@ def deletion_start(
             )
             if refreshed or (expected_count is not None and total != expected_count):
                 shown = f"{expected_count:,}" if expected_count is not None else "another number"
-                what = "was refreshed" if refreshed else "changed"
+                plural = "s" if total != 1 else ""
+                now = f"it now has {total:,} profile{plural} (the dialog showed {shown})"
+                if refreshed:
+                    message = (
+                        f"The segment was refreshed after this dialog was opened: {now}, and "
+                        "they may not be the same people."
+                    )
+                else:
+                    message = (
+                        f"The segment has changed: {now}; some of its profiles were deleted "
+                        "since it was last counted."
+                    )
                 raise CountChanged(
-                    f"The segment {what} after this dialog was opened: it now has "
-                    f"{total:,} profile{'s' if total != 1 else ''} (the dialog showed {shown}), "
-                    "and they may not be the same people. Review who is in it and confirm "
-                    "again. Nothing was deleted.",
+                    f"{message} Review who is in it and confirm again. Nothing was deleted.",
                     current_count=total,
                 )
             job.total = total
@@ -424,10 +439,14 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
         )
         retrying = not profile_ids
         if retrying:
-            profile_ids = sorted(job.deferred_profile_ids)[:batch_size]
-        if not profile_ids:
-            return BatchResult(0, time.monotonic() - started)
-        held = _lock_profiles(profile_ids)
+            if not job.deferred_profile_ids:
+                return BatchResult(0, time.monotonic() - started)
+            # Whichever set-aside profiles are free now, up to a batch: a held
+            # one at the front must not hide free ones behind it.
+            profile_ids = _free_or_gone(sorted(job.deferred_profile_ids), limit=batch_size)
+            held = set()
+        else:
+            held = _lock_profiles(profile_ids)
         erasable = [pk for pk in profile_ids if pk not in held]
         if retrying:
             erasing = set(erasable)
@@ -489,6 +508,23 @@ def _lock_profiles(profile_ids: list[int]) -> set[int]:
             [profile_ids, list(ours)],
         )
         return {row[0] for row in cursor.fetchall()}
+
+
+def _free_or_gone(profile_ids: list[int], *, limit: int) -> list[int]:
+    """Up to ``limit`` of these ids whose profile nobody holds (locked now,
+    for this transaction) or that no longer exist, in id order."""
+    table = Profile._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE id = ANY(%s) "  # noqa: S608
+            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+            [profile_ids, limit],
+        )
+        free = [row[0] for row in cursor.fetchall()]
+        cursor.execute(f"SELECT id FROM {table} WHERE id = ANY(%s)", [profile_ids])  # noqa: S608
+        existing = {row[0] for row in cursor.fetchall()}
+    gone = [pk for pk in profile_ids if pk not in existing]
+    return sorted(free + gone)[:limit] if gone else free
 
 
 def _segments_losing_members(profile_ids: list[int]) -> set[int]:
@@ -676,7 +712,9 @@ def deletion_resume(*, job: DeletionJob, user) -> DeletionJob:
         job.attempts = 0
         job.finished_at = None
         job.cancel_requested = False
-        job.heartbeat_at = timezone.now()
+        # The page's "no progress for …" counts from here, not from the
+        # last batch before it stopped.
+        job.heartbeat_at = job.last_progress_at = timezone.now()
         try:
             with transaction.atomic():
                 job.save(
@@ -686,6 +724,7 @@ def deletion_resume(*, job: DeletionJob, user) -> DeletionJob:
                         "finished_at",
                         "cancel_requested",
                         "heartbeat_at",
+                        "last_progress_at",
                     ]
                 )
         except IntegrityError:

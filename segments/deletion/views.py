@@ -61,6 +61,13 @@ def delete_profiles(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "GET":
         if active:
             return _redirect_to_segment(request, segment)
+        if DeletionJob.objects.unfinished().filter(segment=segment).exists():
+            messages.info(
+                request,
+                "An earlier deletion of this segment stopped part-way. Resume it or close it "
+                "before starting a new one.",
+            )
+            return _redirect_to_segment(request, segment)
         return _render_dialog(request, segment, _fresh_form(segment))
 
     form = DeleteProfilesForm(request.POST, segment=segment)

@@ -268,6 +268,7 @@ def test_a_new_deletion_after_cancel_deletes_the_rest(population, alice):
     # The membership of the deleted five went with them, and the stored count
     # says so: confirming what the dialog shows now works first time.
     assert population.segment.member_count == 7
+    deletion.deletion_close(job=job, user=alice)
     second = start(population, alice, expected_count=population.segment.member_count)
     assert second.pk != job.pk
     run_to_end(second)

@@ -500,6 +500,9 @@ def test_cancel_mid_job_then_a_new_deletion_deletes_the_rest(
     assert 0 < remaining < DOOMED
     assert first.deleted == DOOMED - remaining
 
+    # The stopped deletion stays open until someone decides: close it (keep
+    # the rest for now), then a new deletion of the segment deletes them.
+    deletion.deletion_close(job=first, user=alice)
     second = confirm(
         population,
         alice,

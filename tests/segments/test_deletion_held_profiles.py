@@ -155,3 +155,53 @@ def test_other_segments_that_lost_members_are_recounted_when_the_job_ends(alice)
 
     other.refresh_from_db()
     assert other.member_count == before - lost == other.memberships.count()
+
+
+def test_free_set_aside_profiles_behind_a_held_one_are_deleted(alice):
+    """The retry takes whichever set-aside profiles are free, not the first
+    few by id: one held at the front must not hide the others."""
+    population = build_population(doomed=6, survivors=2, events_each=0)
+    job = start(population, alice)
+    first, *others = sorted(population.doomed)
+    DeletionJob.objects.filter(pk=job.pk).update(
+        cursor=max(population.doomed), deferred_profile_ids=[first, *others]
+    )
+    with profile_held(first):
+        batch = deletion.deletion_run_batch(job_id=job.pk, batch_size=2)
+        assert (batch.handled, batch.waiting) == (2, 4)
+        batch = deletion.deletion_run_batch(job_id=job.pk, batch_size=2)
+        batch = deletion.deletion_run_batch(job_id=job.pk, batch_size=2)
+        assert (batch.handled, batch.waiting) == (1, 1)
+    job.refresh_from_db()
+    assert job.deferred_profile_ids == [first]
+    assert list(Profile.objects.filter(pk__in=population.doomed).values_list("pk", flat=True)) == [
+        first
+    ]
+
+
+def test_a_new_deletion_is_refused_while_one_stopped_part_way_is_open(alice):
+    population = build_population(doomed=3, survivors=1, events_each=0)
+    job = start(population, alice)
+    DeletionJob.objects.filter(pk=job.pk).update(status="cancelled", deleted=1)
+    with pytest.raises(deletion.DeletionRefused, match="Resume it or close it"):
+        start(population, alice)
+    assert DeletionJob.objects.count() == 1
+    deletion.deletion_close(job=job, user=alice)
+    assert start(population, alice).pk != job.pk
+
+
+def test_a_resumed_job_does_not_say_it_has_made_no_progress_since_it_stopped(alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from segments.deletion.selectors import deletion_progress_context
+
+    population = build_population(doomed=3, survivors=1, events_each=0)
+    job = start(population, alice)
+    long_ago = timezone.now() - timedelta(hours=5)
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="failed", deleted=1, last_progress_at=long_ago, started_at=long_ago
+    )
+    job = deletion.deletion_resume(job=job, user=alice)
+    assert deletion_progress_context(job=job)["stalled_seconds"] is None

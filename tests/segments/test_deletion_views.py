@@ -426,3 +426,19 @@ def test_a_job_waiting_for_a_held_profile_says_who_holds_it(viewer_client, job):
     html = viewer_client.get(progress_url(job), {"polling": "1"}).content.decode()
     assert "Waiting for 1 profile in use by another connection: “nightly-report”" in html
     assert "an Editor can resume it later" in html
+
+
+def test_the_dialog_is_not_offered_while_a_deletion_stopped_part_way_is_open(editor_client, job):
+    stopped_part_way(job, "cancelled")
+    response = editor_client.get(url_of_dialog(job), follow=True)
+    assert b"stopped part-way. Resume it or close it" in response.content
+    response = editor_client.post(
+        url_of_dialog(job),
+        {"typed_name": "Trial users", "expected_count": 4, "membership_token": "x"},
+    )
+    assert response.status_code in (400, 409)
+    assert DeletionJob.objects.count() == 1
+
+
+def url_of_dialog(job):
+    return f"/segments/{job.segment_id}/delete-profiles/"
