@@ -121,6 +121,10 @@ def segment_refresh(*, segment: Segment, statement_timeout: float | None = None)
         with transaction.atomic():
             as_of, seen, rules = _lock_and_read(segment, statement_timeout)
             left, joined = _rewrite_membership(segment.pk, rules, as_of)
+            # Lock the row before counting: a deletion that ends now and
+            # recounts this segment (segment_recount) then counts before us or
+            # after our commit, never in between, where our count would be old.
+            list(Segment.objects.select_for_update(no_key=True).filter(pk=segment.pk).values("pk"))
             count = SegmentMembership.objects.filter(segment_id=segment.pk).count()
             Segment.objects.filter(pk=segment.pk).update(
                 member_count=count, last_refreshed_at=as_of, refresh_error=""
