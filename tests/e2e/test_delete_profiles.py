@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from profiles.models import Profile
 from segments.models import DeletionJob
+from tests.e2e.keyboard import press_until_focused
 from tests.segments.population import build_population
 from tests.workers import QCluster
 
@@ -90,29 +91,15 @@ def test_the_deletion_can_be_confirmed_with_the_keyboard_only(live_server, login
     population = build_population(doomed=3, survivors=2, events_each=0, name="Lapsed")
     page = login(alice)
     page.goto(f"{live_server.url}/segments/{population.segment.pk}/")
-    menu_button = page.get_by_role("button", name="Segment actions")
-    for _ in range(30):
-        if menu_button.evaluate("b => b === document.activeElement"):
-            break
-        page.keyboard.press("Tab")
-    expect(menu_button).to_be_focused()
+    press_until_focused(page, page.get_by_role("button", name="Segment actions"))
     page.keyboard.press("Enter")
     item = page.get_by_role("menuitem", name="Delete Profiles...")
-    for _ in range(10):
-        if item.evaluate("i => i === document.activeElement"):
-            break
-        page.keyboard.press("ArrowDown")
-    expect(item).to_be_focused()
+    press_until_focused(page, item, key="ArrowDown", limit=10)
     page.keyboard.press("Enter")
     dialog = page.get_by_role("dialog", name="Delete 3 profiles?")
     expect(dialog.get_by_label("Type Lapsed to confirm")).to_be_focused()
     page.keyboard.type("Lapsed")
-    submit = dialog.get_by_role("button", name="Delete Profiles")
-    for _ in range(10):
-        if submit.evaluate("b => b === document.activeElement"):
-            break
-        page.keyboard.press("Tab")
-    expect(submit).to_be_focused()
+    press_until_focused(page, dialog.get_by_role("button", name="Delete Profiles"), limit=10)
     page.keyboard.press("Enter")
     expect(page.get_by_text("Deleting 3 profiles from Lapsed")).to_be_visible()
     assert DeletionJob.objects.get().total == 3

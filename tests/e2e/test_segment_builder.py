@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 
 from segments import tasks
 from segments.models import Segment
+from tests.e2e.keyboard import press_until_focused
 from tests.profiles.factories import EventFactory, ProfileFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -122,11 +123,7 @@ def test_an_editor_builds_a_segment_from_rows_and_the_segment_page_agrees(
 
 def tab_to(page, locator, *, limit=60):
     """Press Tab until ``locator`` has the focus, as a keyboard user would."""
-    for _ in range(limit):
-        if locator.evaluate("el => el === document.activeElement"):
-            return
-        page.keyboard.press("Tab")
-    raise AssertionError(f"Tab never reached {locator}")
+    press_until_focused(page, locator, limit=limit)
 
 
 def test_the_same_segment_can_be_built_with_the_keyboard_only(live_server, login, alice, people):
