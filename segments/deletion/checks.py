@@ -88,7 +88,12 @@ def _handled_snapshot(job: DeletionJob) -> tuple[str, list]:
 def _scope(job: DeletionJob) -> str:
     if job.status == DeletionJob.Status.COMPLETED:
         return "the snapshot"
-    return f"the snapshot up to the cursor ({job.cursor})"
+    aside = (
+        f", less the {len(job.deferred_profile_ids):,} set aside"
+        if job.deferred_profile_ids
+        else ""
+    )
+    return f"the snapshot up to the cursor ({job.cursor}){aside}"
 
 
 def _profiles_gone(job: DeletionJob, handled: tuple[str, list]) -> Finding:

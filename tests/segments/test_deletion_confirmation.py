@@ -94,45 +94,6 @@ def test_a_missing_membership_token_is_refused(editor_client, alice):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_confirmation_while_a_refresh_rewrites_the_membership_takes_the_shown_members(alice):
-    """The refresh's rewrite is not committed yet: the snapshot holds the
-    members the dialog showed, and the refresh commits after the job."""
-    population = build_population(doomed=3, survivors=3, events_each=0)
-    population.segment.refresh_from_db()
-    token = segment_membership_token(population.segment)
-    refresh = connections.create_connection("default")
-    try:
-        refresh.set_autocommit(False)
-        with refresh.cursor() as cursor:
-            cursor.execute(
-                "DELETE FROM segments_segmentmembership WHERE segment_id = %s",
-                [population.segment.pk],
-            )
-            cursor.execute(
-                "INSERT INTO segments_segmentmembership (segment_id, profile_id, joined_at) "
-                "SELECT %s, id, now() FROM profiles_profile WHERE id = ANY(%s)",
-                [population.segment.pk, population.survivors],
-            )
-        job = deletion.deletion_start(
-            segment=population.segment,
-            user=alice,
-            typed_name="Trial users",
-            expected_count=3,
-            membership_token=token,
-        ).job
-        with refresh.cursor() as cursor:
-            cursor.execute(
-                "UPDATE segments_segment SET last_refreshed_at = now() WHERE id = %s",
-                [population.segment.pk],
-            )
-        refresh.commit()
-    finally:
-        refresh.close()
-    snapshot = set(DeletionJobProfile.objects.filter(job=job).values_list("profile_id", flat=True))
-    assert snapshot == set(population.doomed)
-
-
-@pytest.mark.django_db(transaction=True)
 def test_a_confirmation_after_a_refresh_updated_the_segment_waits_for_it_and_refuses(alice):
     """The refresh has written the segment row but not committed: the
     confirmation waits for it, sees the new membership stamp and refuses."""
