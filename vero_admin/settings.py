@@ -247,6 +247,13 @@ DELETION_TERMINATE_AFTER_SECONDS = env_int(
 # when only they are left, the job waits this long for them, then stops with
 # the reason (who holds them) so an Editor can resume it later.
 DELETION_LOCK_WAIT_SECONDS = env_int("DELETION_LOCK_WAIT_SECONDS", 300)
+# Every ended deletion's receipt is also written here as a file, outside the
+# database, so `manage.py reapply_deletions` can redo the deletions a restored
+# backup brings back. Keep it out of the database's backups' reach: a restore
+# must not roll it back too.
+DELETION_RECEIPTS_DIR = Path(
+    os.environ.get("DELETION_RECEIPTS_DIR") or BASE_DIR / "var" / "deletion-receipts"
+)
 
 if env_bool("Q_SYNC", False):
     Q_CLUSTER["sync"] = True

@@ -45,6 +45,7 @@ from django.utils import timezone
 
 from profiles.erasure import profiles_erase
 from profiles.models import Profile
+from segments.deletion.receipts import receipt_capture, receipt_write_file
 from segments.deletion.selectors import segment_membership_token, user_can_delete_profiles
 from segments.models import (
     DeletionBatch,
@@ -120,6 +121,7 @@ def deletion_start(
     typed_name: str,
     expected_count: int | None,
     membership_token: str | None = None,
+    suppress: bool = False,
 ) -> StartResult:
     """Start deleting the segment's profiles, as confirmed by ``user``.
 
@@ -130,7 +132,8 @@ def deletion_start(
     its size differs in any way, nothing starts and the user is asked to
     review again. If a deletion of this segment is already running, that job
     is returned instead of a new one (the database allows one active job per
-    segment).
+    segment). With ``suppress``, the people deleted are also kept from coming
+    back through the ingestion API (see ``segments.deletion.receipts``).
     """
     if not user_can_delete_profiles(user):
         raise PermissionDenied
@@ -160,6 +163,8 @@ def deletion_start(
                 segment_name=segment.name,
                 created_by=user,
                 created_by_username=user.get_username(),
+                rules_at_confirmation=current.rules,
+                suppress=suppress,
             )
             # The count is the snapshot's own row count: one statement, so no
             # member can slip in between counting and copying.
@@ -429,7 +434,7 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
             )
         job = (
             DeletionJob.objects.select_for_update()
-            .only("cursor", "deferred_profile_ids", "touched_segment_ids")
+            .only("cursor", "deferred_profile_ids", "touched_segment_ids", "suppress")
             .get(pk=job_id)
         )
         profile_ids = list(
@@ -456,6 +461,7 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
         else:
             deferred = [*job.deferred_profile_ids, *sorted(held)]
         touched = sorted(set(job.touched_segment_ids) | _segments_losing_members(erasable))
+        receipt_capture(job_id=job_id, profile_ids=erasable, suppress=job.suppress)
         result = profiles_erase(profile_ids=erasable)
         now = timezone.now()
         DeletionJob.objects.filter(pk=job_id).update(
@@ -643,6 +649,7 @@ def _finish(job_id: int, status: str, *, error: str = "") -> None:
             segment_ids.add(job.segment_id)
         segment_recount(segment_ids=segment_ids)
     logger.info("Deletion job %s %s", job_id, status)
+    receipt_write_file(job_id=job_id)
 
 
 def _record_crash(job_id: int, error: str, *, stale_before=None) -> str:

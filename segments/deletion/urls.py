@@ -24,4 +24,14 @@ urlpatterns = [
         deletion_views.deletion_close,
         name="deletion_close",
     ),
+    path(
+        "deletions/<int:job_pk>/receipt/",
+        deletion_views.deletion_receipt,
+        name="deletion_receipt",
+    ),
+    path(
+        "deletions/<int:job_pk>/receipt.json",
+        deletion_views.deletion_receipt_json,
+        name="deletion_receipt_json",
+    ),
 ]
