@@ -154,6 +154,8 @@ def test_the_walk_finds_the_dashboard():
         "segments:deletion_resume",
         "segments:deletion_close",
         "segments:deletion_progress",
+        "segments:deletion_receipt",
+        "segments:deletion_receipt_json",
         "profiles:list",
         "profiles:detail",
         "messaging:campaign_list",
