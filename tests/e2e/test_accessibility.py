@@ -61,6 +61,7 @@ def test_the_dashboard_pages_have_no_accessibility_violations(live_server, login
         f"/segments/{population.segment.pk}/",
         f"/segments/{running.segment.pk}/",
         f"/segments/{stopped.segment.pk}/",
+        f"/segments/deletions/{DeletionJob.objects.get(status='failed').pk}/receipt/",
         f"/segments/{population.segment.pk}/edit/",
         "/segments/new/",
         f"/segments/{population.segment.pk}/delete-profiles/",

@@ -31,6 +31,7 @@ def test_the_pages_a_marketer_uses_fit_a_phone(live_server, login, alice):
         f"/segments/{population.segment.pk}/edit/",
         f"/segments/{population.segment.pk}/delete-profiles/",
         f"/segments/{stopped.segment.pk}/",
+        f"/segments/deletions/{job.pk}/receipt/",
         "/segments/new/",
         "/profiles/",
         f"/profiles/{population.doomed[0]}/",
