@@ -337,7 +337,17 @@ def _receipt_holds_digests_only(job: DeletionJob) -> list[Finding]:
         )
     ]
     path = receipt_path(job.pk)
-    if job.is_active or not path.exists():
+    if job.is_active:
+        return findings
+    if not path.exists():
+        findings.append(
+            Finding(
+                "receipt file",
+                False,
+                f"The ended job has no receipt file ({path}): a restored backup could not "
+                "replay it. The worker's log says why it was not written.",
+            )
+        )
         return findings
     try:
         summary, file_entries = receipt_read_file(path)

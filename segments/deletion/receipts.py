@@ -184,14 +184,16 @@ def receipt_write_file(*, job_id: int) -> Path | None:
     """Write the ended job's receipt to DELETION_RECEIPTS_DIR, atomically.
 
     Called once the job's ending has committed. A receipt that cannot be
-    written (a full disk, a missing permission) is logged and does not undo
-    the job's ending; the receipt is still in the database and on its page.
+    written (a full disk, a missing permission, the database gone) is logged
+    and never raises: the job has ended either way, and the caller must not
+    take a failure here for a failure of the job. The receipt is still in
+    the database and on its page, and verify_deletion reports the missing file.
     """
-    job = DeletionJob.objects.filter(pk=job_id).first()
-    if job is None or job.is_active:
-        return None
-    target = receipt_path(job.pk)
+    target = receipt_path(job_id)
     try:
+        job = DeletionJob.objects.filter(pk=job_id).first()
+        if job is None or job.is_active:
+            return None
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
@@ -207,7 +209,7 @@ def receipt_write_file(*, job_id: int) -> Path | None:
             Path(temporary).unlink(missing_ok=True)
             raise
         _fsync_directory(target.parent)
-    except OSError:
+    except Exception:
         logger.exception("Deletion job %s: could not write its receipt to %s", job_id, target)
         return None
     logger.info("Deletion job %s: receipt written to %s", job_id, target)

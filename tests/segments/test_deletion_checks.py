@@ -67,6 +67,7 @@ def test_a_job_marked_completed_without_deleting_fails(population, alice):
         "messaging.message",
         "messaging.messageactivity",
         "receipt",
+        "receipt file",
     }
 
 

@@ -231,3 +231,18 @@ def test_verify_deletion_fails_a_receipt_missing_an_erased_profile(population, a
     run_to_end(job)
     DeletionReceiptEntry.objects.filter(job=job).first().delete()
     assert {f.check for f in deletion_verify(job=job).failures} == {"receipt", "receipt file"}
+
+
+def test_a_receipt_file_that_cannot_be_written_does_not_fail_the_job(
+    population, alice, settings, tmp_path, caplog
+):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    settings.DELETION_RECEIPTS_DIR = blocker / "receipts"
+    job = start(population, alice)
+    assert run_to_end(job) == "completed"
+    assert job.status == "completed" and job.deleted == 13
+    assert "could not write its receipt" in caplog.text
+    failures = deletion_verify(job=job).failures
+    assert [f.check for f in failures] == ["receipt file"]
+    assert "has no receipt file" in failures[0].detail
