@@ -44,6 +44,8 @@ DIGEST = re.compile(r"^[0-9a-f]{64}$")
 # line of its own, so the file can be read back without loading it whole.
 PROFILES_OPENING = '"profiles": ['
 FILE_PATTERN = "deletion-*.json"
+# One profile's line as receipt_chunks writes it; anything else is parsed as JSON.
+ENTRY_LINE = re.compile(r'^\s*,?\s*\[(?:null|"([0-9a-f]{64})"), ?(?:null|"([0-9a-f]{64})")\]\s*$')
 
 # Same normalisation as Suppression.digest_of and the ingestion API's.
 USER_ID_SQL = "encode(sha256(convert_to({col}, 'UTF8')), 'hex')"
@@ -244,11 +246,18 @@ def receipt_read_file(path: Path) -> tuple[dict, Iterator[tuple[str | None, str 
             head.append(line)
         else:
             return _read_whole(path)
+        first = next((line for line in handle if line.strip()), "")
     try:
         summary = json.loads("".join(head).rstrip().rstrip(",") + "}")
     except ValueError:
         return _read_whole(path)
-    _check_summary(summary, path)
+    if (
+        summary.get("format") != FORMAT
+        or summary.get("version") != VERSION
+        or not (ENTRY_LINE.match(first) or first.strip() == "]")
+    ):
+        # Not laid out as we write it (reformatted, keys reordered): load it whole.
+        return _read_whole(path)
     return summary, _stream_entries(path)
 
 
@@ -258,6 +267,10 @@ def _stream_entries(path: Path) -> Iterator[tuple[str | None, str | None]]:
             if line.strip() == PROFILES_OPENING:
                 break
         for number, line in enumerate(handle, start=1):
+            plain = ENTRY_LINE.match(line)
+            if plain:
+                yield plain[1], plain[2]
+                continue
             text = line.strip().lstrip(",").strip()
             if text in ("]", "}", ""):
                 continue

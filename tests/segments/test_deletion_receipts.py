@@ -246,3 +246,19 @@ def test_a_receipt_file_that_cannot_be_written_does_not_fail_the_job(
     failures = deletion_verify(job=job).failures
     assert [f.check for f in failures] == ["receipt file"]
     assert "has no receipt file" in failures[0].detail
+
+
+def test_a_receipt_file_reformatted_by_another_tool_reads_the_same(population, alice, tmp_path):
+    job = start(population, alice)
+    run_to_end(job)
+    original = receipt_path(job.pk)
+    summary, entries = receipt_read_file(original)
+    entries = list(entries)
+    for name, text in {
+        "pretty.json": json.dumps(json.loads(original.read_text()), indent=4),
+        "compact.json": json.dumps(json.loads(original.read_text())),
+    }.items():
+        copy = tmp_path / name
+        copy.write_text(text)
+        again, again_entries = receipt_read_file(copy)
+        assert again == summary and list(again_entries) == entries
