@@ -32,7 +32,7 @@ from django.db import connection
 from django.utils import timezone
 
 from profiles.erasure import ANONYMIZED_ON, erased_repr, kept_rows, personal_data_left_sql
-from profiles.models import Profile
+from profiles.models import Profile, Suppression
 from segments.deletion.receipts import (
     DIGEST,
     ReceiptUnreadable,
@@ -326,13 +326,18 @@ def _receipt_holds_digests_only(job: DeletionJob) -> list[Finding]:
         entries.exclude(user_id_sha256__isnull=True).exclude(user_id_sha256__regex=pattern).count()
         + entries.exclude(email_sha256__isnull=True).exclude(email_sha256__regex=pattern).count()
     )
+    not_digests += Suppression.objects.filter(job_id=job.pk).exclude(digest__regex=pattern).count()
     count = entries.count()
     findings = [
         Finding(
             "receipt",
             not_digests == 0 and count == job.deleted,
             f"The receipt lists {count:,} erased profiles for {job.deleted:,} deleted"
-            + (f"; {not_digests:,} of its values are not SHA-256 digests" if not_digests else "")
+            + (
+                f"; {not_digests:,} of its values (or of its suppressions) are not SHA-256 digests"
+                if not_digests
+                else ""
+            )
             + ".",
         )
     ]

@@ -262,3 +262,14 @@ def test_a_receipt_file_reformatted_by_another_tool_reads_the_same(population, a
         copy.write_text(text)
         again, again_entries = receipt_read_file(copy)
         assert again == summary and list(again_entries) == entries
+
+
+def test_verify_deletion_fails_a_suppression_that_holds_an_identifier(population, alice):
+    job = start(population, alice, suppress=True)
+    run_to_end(job)
+    row = Suppression.objects.filter(job_id=job.pk, kind="email").first()
+    row.digest = "ada@example.com"
+    row.save()
+    failures = deletion_verify(job=job).failures
+    assert [f.check for f in failures] == ["receipt"]
+    assert "(or of its suppressions) are not SHA-256 digests" in failures[0].detail
