@@ -118,6 +118,10 @@ class DeletionJob(models.Model):
     # kept from coming back (profiles.Suppression).
     rules_at_confirmation = models.JSONField(default=dict, blank=True)
     suppress = models.BooleanField("stop them from coming back", default=False)
+    # When the receipt file was last written; older than finished_at (or
+    # empty) for an ended job means the worker stopped before writing it, and
+    # the watchdog writes it (segments.deletion.receipts).
+    receipt_written_at = models.DateTimeField(null=True, blank=True, editable=False)
     cancelled_by_username = models.CharField("stopped by", max_length=150, blank=True)
     # A job that stopped part-way (failed, or stopped by someone) stays open
     # until it is resumed to the end or closed by someone who keeps the rest.

@@ -26,10 +26,13 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import F, Q
+from django.utils import timezone
 
 from profiles.models import Profile, Suppression
 from segments.models import DeletionJob, DeletionReceiptEntry
@@ -211,11 +214,30 @@ def receipt_write_file(*, job_id: int) -> Path | None:
             Path(temporary).unlink(missing_ok=True)
             raise
         _fsync_directory(target.parent)
+        DeletionJob.objects.filter(pk=job.pk).update(receipt_written_at=timezone.now())
     except Exception:
         logger.exception("Deletion job %s: could not write its receipt to %s", job_id, target)
         return None
     logger.info("Deletion job %s: receipt written to %s", job_id, target)
     return target
+
+
+def receipts_write_missing(*, limit: int = 20) -> list[int]:
+    """Write the files of ended jobs whose worker stopped (a deploy, a crash)
+    between the job's ending and its file; the watchdog calls this. A job
+    resumed and ended again is written again (its file is older than its end).
+    A job that ended less than DELETION_STALE_AFTER_SECONDS ago is left to
+    its worker, which may be writing it now.
+    """
+    settled = timezone.now() - timedelta(seconds=settings.DELETION_STALE_AFTER_SECONDS)
+    ended = (
+        DeletionJob.objects.exclude(status__in=DeletionJob.ACTIVE_STATUSES)
+        .filter(finished_at__lt=settled)
+        .filter(Q(receipt_written_at__isnull=True) | Q(receipt_written_at__lt=F("finished_at")))
+        .order_by("finished_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return [job_id for job_id in list(ended) if receipt_write_file(job_id=job_id)]
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -3,14 +3,17 @@ in the database and in the file the job's ending writes."""
 
 import hashlib
 import json
+from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
 from messaging.models import Message, MessageActivity
 from profiles.erasure import profile_erase
 from profiles.models import Event, Profile, SubscriptionPreference, Suppression
 from segments.deletion import services as deletion
+from segments.deletion import watchdog
 from segments.deletion.checks import deletion_verify
 from segments.deletion.receipts import receipt_chunks, receipt_path, receipt_read_file
 from segments.models import DeletionJob, DeletionReceiptEntry, SegmentMembership
@@ -273,3 +276,51 @@ def test_verify_deletion_fails_a_suppression_that_holds_an_identifier(population
     failures = deletion_verify(job=job).failures
     assert [f.check for f in failures] == ["receipt"]
     assert "(or of its suppressions) are not SHA-256 digests" in failures[0].detail
+
+
+def age(job, seconds):
+    DeletionJob.objects.filter(pk=job.pk).update(
+        finished_at=job.finished_at - timedelta(seconds=seconds)
+    )
+
+
+def test_the_watchdog_writes_a_receipt_file_the_worker_did_not_get_to(population, alice):
+    """The worker stopped (a deploy, a crash) after the job's ending committed
+    and before its file was written: the watchdog writes it, once the job has
+    been over for longer than a worker could still be writing it."""
+    job = start(population, alice)
+    run_to_end(job)
+    path = receipt_path(job.pk)
+    path.unlink()
+    DeletionJob.objects.filter(pk=job.pk).update(receipt_written_at=None)
+    watchdog.deletion_watchdog()
+    assert not path.exists(), "a job that just ended is left to its worker"
+    age(job, 120)
+    watchdog.deletion_watchdog()
+    assert set(receipt_read_file(path)[1]) == receipt_pairs(job)
+    assert deletion_verify(job=job).ok
+    written = path.stat().st_mtime_ns
+    watchdog.deletion_watchdog()
+    assert path.stat().st_mtime_ns == written, "written once"
+
+
+def test_the_watchdog_rewrites_the_file_of_a_job_that_ended_again(population, alice):
+    job = start(population, alice)
+    DeletionJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    run_to_end(job)
+    assert receipt_read_file(receipt_path(job.pk))[0]["status"] == "cancelled"
+    # Resumed and completed, but the worker stopped before the new file.
+    deletion.deletion_resume(job=job, user=alice)
+    DeletionJob.objects.filter(pk=job.pk).update(status="running")
+    while deletion.deletion_run_batch(job_id=job.pk, batch_size=100).handled:
+        pass
+    with transaction.atomic():
+        DeletionJob.objects.filter(pk=job.pk).update(status="completed", finished_at=timezone.now())
+    job.refresh_from_db()
+    age(job, 120)  # and its first file older still, as it was written before the resume
+    DeletionJob.objects.filter(pk=job.pk).update(
+        receipt_written_at=job.finished_at - timedelta(seconds=300)
+    )
+    watchdog.deletion_watchdog()
+    summary, entries = receipt_read_file(receipt_path(job.pk))
+    assert summary["status"] == "completed" and len(set(entries)) == 13
