@@ -38,6 +38,21 @@ def contenders(result) -> list[str]:
             f"{round(total / f['median']):,} | {ratio} |"
         )
     lines.append(f"| **ours / best floor** (medians) | **{r['ours_over_best_floor']:.2f}** | | | |")
+    rounds = list(zip(*(result["runs"][key] for key in LABELS), strict=True))
+    paired = [
+        f"{ours['seconds'] / min(f['seconds'] for f in floors):.2f}" for ours, *floors in rounds
+    ]
+    lines.append(f"| ours / that round's fastest floor, by round | {', '.join(paired)} | | | |")
+    gaps = [
+        f"{ours['mean_batch_ms'] - loop['mean_batch_ms']:.0f}"
+        for ours, loop, *_ in rounds
+        if ours.get("mean_batch_ms") and loop.get("mean_batch_ms")
+    ]
+    if gaps:
+        lines.append(
+            f"| ours' mean batch minus the loop floor's (same sizes), ms, round by round "
+            f"| {', '.join(gaps)} | | | |"
+        )
     loaded, naive = result.get("ours_under_load"), result.get("naive")
     if loaded:
         lines.append(f"| ours with pages+API busy (1 run) | {loaded['seconds']:.2f} | | | |")

@@ -957,6 +957,8 @@ def run_phases(dbs: Databases, name: str, log) -> dict:
             expected_count=segment.member_count,
         ).job
         doomed_sql, params = _snapshot_ids_of_job(job.pk)
+        before = survivor_checksums(doomed_sql, params)
+        counts_before = campaign_counts()
         # As in production (DEBUG off): no query log kept by Django.
         with override_settings(DEBUG=False):
             trip = round_trip_ms()
@@ -966,6 +968,11 @@ def run_phases(dbs: Databases, name: str, log) -> dict:
             round_trip_ms=round(trip, 3),
             status=job.status,
             deleted=job.deleted,
+            survivors_unchanged=survivor_checksums(
+                doomed_sql, params, max_profile_id=before["max_profile_id"]
+            )
+            == before,
+            campaign_counts_unchanged=campaign_counts() == counts_before,
             leftovers=leftovers(doomed_sql, params),
         )
     log(
@@ -990,7 +997,8 @@ def verified(result) -> bool:
         ok &= not any(part["leftovers"].values())
     phases = result.get("phases")
     if phases:
-        ok &= phases["status"] == "completed" and not any(phases["leftovers"].values())
+        ok &= phases["status"] == "completed" and phases["survivors_unchanged"]
+        ok &= phases["campaign_counts_unchanged"] and not any(phases["leftovers"].values())
     for ours in [*result.get("runs", {}).get("ours", []), result.get("ours_under_load")]:
         if ours:
             ok &= ours["status"] == "completed"

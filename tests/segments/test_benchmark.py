@@ -61,6 +61,7 @@ def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path
 
     phases = result["phases"]
     assert phases["status"] == "completed" and phases["deleted"] == 60
+    assert phases["survivors_unchanged"] and not any(phases["leftovers"].values())
     assert phases["batches"] >= 1 and phases["round_trips_per_batch"] > 0
     assert "erase: profiles" in phases["phase_ms_per_batch"]
     assert "job cursor+counters" in phases["phase_ms_per_batch"]
