@@ -177,7 +177,9 @@ def test_a_running_deletion_announces_each_milestone_once_not_every_poll(live_se
         "aria-valuetext", "3 of 4 profiles deleted"
     )
 
-    # The end: focus still on the status, which now says it is complete.
+    # The end takes away the Stop deleting… button that has the focus: the
+    # focus goes to the status, which now says the deletion is complete.
+    press_until_focused(page, page.get_by_role("button", name="Stop deleting…"), limit=10)
     jobs.update(status="completed", deleted=4, finished_at=timezone.now())
     Segment.objects.filter(pk=segment.pk).update(member_count=0)
     end = "Deletion complete: 4 profiles deleted from Lapsed."

@@ -318,6 +318,15 @@ def test_a_poll_that_finds_a_new_state_swaps_the_whole_card(viewer_client, job):
     assert f'data-announce-key="job-{job.pk}-50" data-announce="Deletion 50% done: 2 of 4' in html
 
 
+@pytest.mark.parametrize("shown", ["", "<b>bogus</b>", "x" * 5000])
+def test_a_poll_with_a_bad_state_gets_the_whole_card_and_no_echo(viewer_client, job, shown):
+    DeletionJob.objects.filter(pk=job.pk).update(status="running", deleted=1)
+    response = viewer_client.get(progress_url(job), {"polling": "1", "shown": shown}, headers=HTMX)
+    assert response.status_code == 200 and response["HX-Retarget"] == "#deletion"
+    html = response.content.decode()
+    assert "bogus" not in html and "xxxxx" not in html and "shown=running" in html
+
+
 @pytest.mark.parametrize(
     ("deleted", "key"), [(0, "start"), (1, "25"), (2, "50"), (3, "75"), (4, "75")]
 )
