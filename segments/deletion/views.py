@@ -182,7 +182,13 @@ def deletion_progress(request: HttpRequest, pk: int, job_pk: int) -> HttpRespons
         return response
     if request.GET.get("shown") == deletion_progress_state(job):
         return render(request, "segments/_deletion_panel.html#progress-body", context)
-    response = render(request, "segments/_deletion_panel.html#progress", context)
+    # The heading changed (started, stopping): the card, and the history's
+    # status column out of band.
+    card = render_to_string("segments/_deletion_panel.html#progress", context, request)
+    history = render_to_string(
+        "segments/_deletion_panel.html#history", {**context, "oob": True}, request
+    )
+    response = HttpResponse(card + history)
     response["HX-Retarget"] = "#deletion"
     response["HX-Reswap"] = "outerHTML"
     return response

@@ -101,7 +101,10 @@
     "close",
     function (e) {
       const dialog = e.target;
-      if (dialog.tagName === "DIALOG" && dialog.returnFocusTo) dialog.returnFocusTo.focus();
+      let back = dialog.tagName === "DIALOG" && dialog.returnFocusTo;
+      // A poll may have swapped the opener for a copy with the same id.
+      if (back && !back.isConnected && back.id) back = document.getElementById(back.id);
+      if (back) back.focus();
     },
     true
   );

@@ -315,6 +315,8 @@ def test_a_poll_that_finds_a_new_state_swaps_the_whole_card(viewer_client, job):
     assert (response["HX-Retarget"], response["HX-Reswap"]) == ("#deletion", "outerHTML")
     assert html.lstrip().startswith('<section id="deletion"')
     assert "Deleting profiles…" in html and "autofocus" not in html
+    assert '<section class="card" id="deletion-history"' in html and ">Deleting</span>" in html
+    assert 'hx-swap-oob="true"' in html.split('id="deletion-history"')[1].split(">")[0]
     assert f'data-announce-key="job-{job.pk}-50" data-announce="Deletion 50% done: 2 of 4' in html
 
 
