@@ -660,3 +660,61 @@ def test_the_dialog_is_not_offered_while_a_deletion_stopped_part_way_is_open(edi
 
 def url_of_dialog(job):
     return f"/segments/{job.segment_id}/delete-profiles/"
+
+
+# --- Refresh swaps the count in place and says so in the live region ---------
+
+
+def test_refresh_through_htmx_swaps_the_count_and_says_it_started(editor_client, population):
+    pk = population.segment.pk
+    response = editor_client.post(f"/segments/{pk}/refresh/", headers=HTMX)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section id="refresh-status"')
+    assert 'data-announce="Refreshing Trial users: counting who is in it…"' in html
+    assert "aria-live" not in html  # the page's one region is never swapped
+    # Refresh is disabled while it runs: the count line can take the focus.
+    assert 'id="refresh-button" disabled' in html
+    assert '<p class="count" id="member-count-line" tabindex="-1" data-status-focus>' in html
+
+
+def test_the_refresh_status_names_the_count_and_the_deletion_it_comes_from(viewer_client, job):
+    from datetime import timedelta
+
+    segment = job.segment
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="completed", deleted=4, finished_at=segment.last_refreshed_at + timedelta(seconds=1)
+    )
+    segment.member_count = 0
+    segment.save()
+    response = viewer_client.get(f"/segments/{segment.pk}/refresh/status/", headers=HTMX)
+    assert response.status_code == 200
+    html = " ".join(response.content.decode().split())
+    assert "everyone in this segment was deleted on" in html and f"(deletion #{job.pk})" in html
+    assert 'data-announce="Refreshed: 0 profiles in Trial users."' in html
+    assert response["HX-Trigger"] == "segment-refreshed"
+
+
+def test_the_refresh_status_needs_view_access_a_known_segment_and_get(outsider_client, population):
+    pk = population.segment.pk
+    assert outsider_client.get(f"/segments/{pk}/refresh/status/", headers=HTMX).status_code == 403
+
+
+def test_the_refresh_status_of_an_unknown_segment_is_404_and_refuses_post(
+    viewer_client, population
+):
+    assert viewer_client.get("/segments/999999/refresh/status/", headers=HTMX).status_code == 404
+    pk = population.segment.pk
+    assert viewer_client.post(f"/segments/{pk}/refresh/status/").status_code == 405
+
+
+def test_polls_through_htmx_need_view_access(outsider_client, job):
+    params = {"polling": "1", "shown": "pending"}
+    assert outsider_client.get(progress_url(job), params, headers=HTMX).status_code == 403
+
+
+def test_polls_through_htmx_of_an_unknown_job_are_404_and_post_is_refused(viewer_client, job):
+    params = {"polling": "1", "shown": "pending"}
+    unknown = f"/segments/{job.segment_id}/deletions/999999/progress/"
+    assert viewer_client.get(unknown, params, headers=HTMX).status_code == 404
+    assert viewer_client.post(progress_url(job), params, headers=HTMX).status_code == 405
