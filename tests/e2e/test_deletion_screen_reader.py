@@ -125,7 +125,7 @@ def test_a_keyboard_user_deletes_a_segment_and_hears_the_start_and_the_end_once(
             "8 profiles deleted from Lapsed", timeout=60_000
         )
     end = "Deletion complete: 8 profiles deleted from Lapsed."
-    expect(page.locator("#announcer")).to_have_text(end)
+    expect(page.locator("#announcer")).to_have_text(end, timeout=15_000)
     assert focused(page)["id"] == "deletion-status"
     assert focused(page)["text"] == "Deletion complete"
     page.wait_for_timeout(2500)  # no poll runs after the end; nothing more is said
@@ -166,13 +166,13 @@ def test_a_running_deletion_announces_each_milestone_once_not_every_poll(live_se
     # Running, 25%: the heading changes (the card swaps, the focus stays).
     now = timezone.now()
     jobs.update(status="running", deleted=1, started_at=now, last_progress_at=now)
-    expect(region).to_have_text("Deletion 25% done: 1 of 4 profiles deleted.")
+    expect(region).to_have_text("Deletion 25% done: 1 of 4 profiles deleted.", timeout=15_000)
     expect(page.get_by_role("heading", name="Deleting profiles…")).to_be_focused()
     page.wait_for_timeout(2500)  # two or three more polls, same milestone
 
     # 75% (skipping 50%: a poll that jumps says the highest only).
     jobs.update(deleted=3, last_progress_at=timezone.now())
-    expect(region).to_have_text("Deletion 75% done: 3 of 4 profiles deleted.")
+    expect(region).to_have_text("Deletion 75% done: 3 of 4 profiles deleted.", timeout=15_000)
     expect(page.get_by_role("progressbar")).to_have_attribute(
         "aria-valuetext", "3 of 4 profiles deleted"
     )
@@ -183,7 +183,7 @@ def test_a_running_deletion_announces_each_milestone_once_not_every_poll(live_se
     jobs.update(status="completed", deleted=4, finished_at=timezone.now())
     Segment.objects.filter(pk=segment.pk).update(member_count=0)
     end = "Deletion complete: 4 profiles deleted from Lapsed."
-    expect(region).to_have_text(end)
+    expect(region).to_have_text(end, timeout=15_000)
     expect(page.get_by_role("heading", name="Deletion complete")).to_be_focused()
     page.wait_for_timeout(2500)
     assert said(page) == [
