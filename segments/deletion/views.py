@@ -168,18 +168,19 @@ def deletion_progress(request: HttpRequest, pk: int, job_pk: int) -> HttpRespons
     and the members table reloads itself (``segment-refreshed``).
     """
     job = _get_job(request, pk, job_pk, write=False)
+    polling = request.htmx and request.GET.get("polling")
+    if polling and not job.is_active:
+        response = _panel_response(request, job.segment)
+        response["HX-Trigger"] = "segment-refreshed"
+        return response
     context = {
         "segment": job.segment,
         **deletion_panel_context(segment=job.segment, user=request.user),
         "job": job,
         **deletion_progress_context(job=job),
     }
-    if not (request.htmx and request.GET.get("polling")):
+    if not polling:
         return render(request, "segments/_deletion_panel.html#progress", context)
-    if not job.is_active:
-        response = _panel_response(request, job.segment)
-        response["HX-Trigger"] = "segment-refreshed"
-        return response
     if request.GET.get("shown") == deletion_progress_state(job):
         return render(request, "segments/_deletion_panel.html#progress-body", context)
     # The heading changed (started, stopping): the card, and the history's
