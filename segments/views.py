@@ -11,7 +11,7 @@ from segments import selectors, services
 from segments.builder import builder_blank, builder_from_post, builder_from_rules, builder_tidy
 from segments.catalogue import catalogue_get
 from segments.counting import builder_preview
-from segments.deletion.selectors import deletion_panel_context
+from segments.deletion.selectors import deletion_panel_context, segment_count_context
 from segments.forms import SegmentForm
 from segments.models import Segment
 from segments.rules import rules_describe
@@ -206,7 +206,8 @@ def segment_refresh_status(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _refresh_status(request: HttpRequest, segment: Segment) -> HttpResponse:
-    response = render(request, "segments/detail.html#refresh-status", {"segment": segment})
+    context = {"segment": segment, **segment_count_context(segment=segment)}
+    response = render(request, "segments/detail.html#refresh-status", context)
     if request.htmx and not segment.is_refreshing:
         # Done: the members table listens for this and reloads itself.
         response["HX-Trigger"] = "segment-refreshed"

@@ -40,7 +40,8 @@ def segment_membership_token(segment: Segment) -> str:
 
 def deletion_panel_context(*, segment: Segment, user) -> dict:
     """What the segment page shows about deletions: the menu item, the live
-    progress of the latest job, and the deletion history."""
+    progress of the latest job, the deletion history, and what the count
+    line owes to a deletion."""
     jobs = list(DeletionJob.objects.filter(segment=segment).order_by("-created_at", "-id")[:10])
     job = jobs[0] if jobs else None
     return {
@@ -48,7 +49,71 @@ def deletion_panel_context(*, segment: Segment, user) -> dict:
         "deletion_jobs": jobs,
         "job": job,
         **deletion_progress_context(job=job),
+        **segment_count_context(segment=segment),
     }
+
+
+def segment_count_context(*, segment: Segment) -> dict:
+    """The deletion the member count comes from, if any.
+
+    A deletion recounts its segment when it ends, without re-evaluating the
+    rules, so after it the count is "who is left", not "who matches as of the
+    last refresh"; the count line says so (and which deletion it was) until
+    the next refresh."""
+    job = (
+        DeletionJob.objects.filter(segment=segment, finished_at__isnull=False, deleted__gt=0)
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    refreshed = segment.last_refreshed_at
+    if job is not None and refreshed is not None and job.finished_at <= refreshed:
+        job = None
+    return {"count_deletion": job}
+
+
+# The progress milestones the page's live region announces (percent done),
+# besides the start and the end: enough to follow a long deletion, far
+# fewer than the polls.
+ANNOUNCED_MILESTONES = (75, 50, 25)
+
+
+def deletion_progress_state(job: DeletionJob | None) -> str:
+    """Names what the progress card's heading and buttons show; a poll that
+    finds the same state swaps only the numbers, so focus and the screen
+    reader's place in the card stay put."""
+    if job is None:
+        return "none"
+    if job.is_active and job.cancel_requested:
+        return "stopping"
+    return job.status
+
+
+def deletion_announcement(*, job: DeletionJob | None) -> dict | None:
+    """What the page's live region says about ``job`` now, and a key that
+    names the event. The page announces a key once: the start, the highest
+    milestone reached (a poll that jumps from 10% to 80% says 75% only), the
+    end."""
+    if job is None:
+        return None
+    deleted = f"{job.deleted:,} of {job.total:,} profile{'s' if job.total != 1 else ''} deleted"
+    if job.status == DeletionJob.Status.COMPLETED:
+        plural = "s" if job.deleted != 1 else ""
+        gone = f"{job.deleted:,} profile{plural} deleted from {job.segment_name}"
+        text = f"Deletion complete: {gone}."
+        return {"key": f"job-{job.pk}-end", "text": text}
+    if job.status == DeletionJob.Status.FAILED:
+        text = f"The deletion stopped before it finished: {deleted}."
+        return {"key": f"job-{job.pk}-end", "text": text}
+    if job.status == DeletionJob.Status.CANCELLED:
+        return {"key": f"job-{job.pk}-end", "text": f"Deletion stopped: {deleted}."}
+    percent = job.percent_done
+    for milestone in ANNOUNCED_MILESTONES:
+        if percent >= milestone:
+            text = f"Deletion {milestone}% done: {deleted}."
+            return {"key": f"job-{job.pk}-{milestone}", "text": text}
+    plural = "s" if job.total != 1 else ""
+    text = f"Deletion started: deleting {job.total:,} profile{plural} from {job.segment_name}."
+    return {"key": f"job-{job.pk}-start", "text": text}
 
 
 def deletion_progress_context(*, job: DeletionJob | None) -> dict:
@@ -60,6 +125,8 @@ def deletion_progress_context(*, job: DeletionJob | None) -> dict:
         "stalled_seconds": None,
         "seconds_left": None,
         "lock_wait_minutes": max(1, round(settings.DELETION_LOCK_WAIT_SECONDS / 60)),
+        "progress_state": deletion_progress_state(job),
+        "announcement": deletion_announcement(job=job),
     }
     if job is None or not job.is_active:
         return facts

@@ -185,6 +185,12 @@ def deletion_start(
                     f"{message} Review who is in it and confirm again. Nothing was deleted.",
                     current_count=total,
                 )
+            if total == 0:
+                # Nobody to delete: recording a job would only clutter the history.
+                raise DeletionRefused(
+                    "Nobody is in this segment, so there is nobody to delete. "
+                    "Nothing was deleted and no deletion was recorded."
+                )
             job.total = total
             job.save(update_fields=["total"])
             deletion_enqueue(job_id=job.pk)
