@@ -133,7 +133,8 @@ def test_the_segment_page_shows_everything_needed_to_review_it(viewer_client):
         last_refreshed_at=timezone.now() - timedelta(minutes=5),
     )
     profile = ProfileFactory(email="ada@example.com", user_id="u-ada")
-    EventFactory(profile=profile, occurred_at=timezone.now() - timedelta(days=2))
+    last_event = timezone.now() - timedelta(days=2)
+    EventFactory(profile=profile, occurred_at=last_event)
     SegmentMembershipFactory(segment=segment, profile=profile)
     html = viewer_client.get(f"/segments/{segment.pk}/").content.decode()
     for text in (
@@ -144,7 +145,7 @@ def test_the_segment_page_shows_everything_needed_to_review_it(viewer_client):
         "5\xa0minutes ago",
         "ada@example.com",
         "u-ada",
-        "2\xa0days ago",
+        f"{last_event:%-d %b %Y, %H:%M} UTC",  # the last event, in the one date format
     ):
         assert text in html, text
 
@@ -199,14 +200,20 @@ def test_the_member_search_finds_a_member_by_email_or_user_id(viewer_client):
     assert [m.profile for m in by_user_id.context["members"]] == [bea]
 
 
-def test_the_member_search_prefers_an_exact_match(viewer_client):
+def test_the_member_search_names_an_exact_match_above_the_other_matches(viewer_client):
     segment = SegmentFactory()
     exact = ProfileFactory(email="someone@example.com", user_id="ada")
-    prefixed = ProfileFactory(email="ada@example.com", user_id="u-2")
-    for profile in (exact, prefixed):
+    contains = ProfileFactory(email="ada@example.com", user_id="u-2")
+    for profile in (exact, contains):
         SegmentMembershipFactory(segment=segment, profile=profile)
     response = viewer_client.get(f"/segments/{segment.pk}/", {"q": "ada"})
-    assert [m.profile for m in response.context["members"]] == [exact]
+    assert [m.profile for m in response.context["members"]] == [exact, contains]
+    html = response.content.decode()
+    assert re.search(
+        rf'data-testid="exact-match">Exact match: <a href="/profiles/{exact.pk}/">'
+        r"someone@example.com</a> \(user id ada\): in this segment.",
+        html,
+    )
 
 
 def test_the_member_search_ignores_the_case_of_email_addresses(viewer_client):
