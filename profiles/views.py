@@ -1,4 +1,5 @@
 from datetime import datetime
+from functools import partial
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
@@ -11,6 +12,7 @@ from profiles.forms import ProfileSearchForm
 from profiles.models import Profile
 from vero_admin.access import require_perms
 from vero_admin.pagination import (
+    SEARCH_COUNT_CAP,
     KeysetPage,
     Total,
     count_capped,
@@ -32,7 +34,7 @@ def profile_list(request: HttpRequest):
         profiles, total = Profile.objects.none(), None
     elif context["query"]:
         profiles = selectors.profile_search(query=context["query"])
-        total = count_capped(profiles)
+        total = partial(count_capped, profiles, cap=SEARCH_COUNT_CAP)
     else:
         profiles, total = Profile.objects.all(), table_total(Profile)
     context["page"] = keyset_page(

@@ -1,3 +1,5 @@
+from functools import partial
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -17,7 +19,7 @@ from segments.forms import SegmentForm
 from segments.models import Segment, SegmentMembership
 from segments.rules import rules_describe
 from vero_admin.access import require_perms
-from vero_admin.pagination import Total, count_capped, keyset_page
+from vero_admin.pagination import SEARCH_COUNT_CAP, Total, count_capped, keyset_page
 
 
 def _get_segment_for_user(
@@ -84,7 +86,7 @@ def _members_context(request: HttpRequest, segment: Segment) -> dict:
         members, total = SegmentMembership.objects.none(), None
     elif query:
         members = selectors.segment_members(segment=segment, query=query)
-        total = count_capped(members)
+        total = partial(count_capped, members, cap=SEARCH_COUNT_CAP)
     else:
         members = selectors.segment_members(segment=segment)
         total = None if segment.member_count is None else Total(segment.member_count)

@@ -7,6 +7,7 @@ cheap (see ``Total``).
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.contrib.humanize.templatetags.humanize import intcomma, intword
@@ -15,6 +16,9 @@ from django.http import QueryDict
 
 MAX_PAGE_NUMBER = 10**9
 COUNT_CAP = 10_000
+# A search counts its matches up to here: past it, a common word's count
+# would cost more than the page itself (0.3 s at 10,000 members, 1M profiles).
+SEARCH_COUNT_CAP = 1_000
 # Query-string parameters that address a page; every other one (the search)
 # is kept by the pager's links.
 CURSOR_PARAMS = ("after", "before", "older", "page")
@@ -48,7 +52,7 @@ def _rounded(value: int) -> str:
 def count_capped(queryset, *, cap: int = COUNT_CAP) -> Total:
     """Count at most ``cap + 1`` rows: exact up to ``cap``, "more than cap" after.
     The work stops at the cap, whatever the size of the table."""
-    found = queryset.order_by()[: cap + 1].count()
+    found = queryset.order_by().values("pk")[: cap + 1].count()
     if found > cap:
         return Total(cap, exact=False, more_than=True)
     return Total(found)
@@ -163,10 +167,19 @@ def page_number(request) -> int:
 
 
 def keyset_page(
-    queryset, request, *, key="pk", per_page=50, total: Total | None = None, noun: str = ""
+    queryset,
+    request,
+    *,
+    key="pk",
+    per_page=50,
+    total: Total | Callable[[], Total] | None = None,
+    noun: str = "",
 ) -> KeysetPage:
     """The page after ``?after=<id>`` (or before ``?before=<id>``), ordered by
-    ``key`` ascending. A bad cursor shows the first page."""
+    ``key`` ascending. A bad cursor shows the first page.
+
+    ``total`` may be a function that counts: it is not called when the first
+    page holds every row (its length is the total)."""
     after, before = parse_after(request), _cursor(request, "before")
     attribute = "pk" if key == "pk" else key
     number = 1
@@ -183,7 +196,7 @@ def keyset_page(
                 request.GET,
                 next_after=getattr(rows[-1], attribute) if next_exists else None,
                 previous_before=getattr(rows[0], attribute),
-                total=total,
+                total=total() if callable(total) else total,
                 noun=noun,
             )
         after = None  # reached the start: show the first page, full
@@ -193,6 +206,8 @@ def keyset_page(
     rows = list(queryset.order_by(key)[: per_page + 1])
     has_more = len(rows) > per_page
     rows = rows[:per_page]
+    if callable(total):
+        total = Total(len(rows)) if number == 1 and not has_more else total()
     return KeysetPage(
         rows,
         number,

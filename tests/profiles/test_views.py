@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from profiles.models import Event
 from tests.messaging.factories import MessageActivityFactory
@@ -104,10 +105,18 @@ def test_a_large_profile_list_shows_a_labelled_estimate(viewer_client, settings,
 
 
 def test_a_search_with_many_matches_says_more_than_the_cap(viewer_client, monkeypatch):
-    ProfileFactory.create_batch(12)
-    monkeypatch.setattr("vero_admin.pagination.count_capped.__kwdefaults__", {"cap": 10})
+    ProfileFactory.create_batch(55)
+    monkeypatch.setattr("profiles.views.SEARCH_COUNT_CAP", 10)
     html = viewer_client.get("/profiles/", {"q": "example.com"}).content.decode()
-    assert "Profiles 1\N{EN DASH}12 of more than 10" in html
+    assert "Profiles 1\N{EN DASH}50 of more than 10" in html
+
+
+def test_a_search_that_fits_one_page_is_not_counted_again(viewer_client):
+    ProfileFactory.create_batch(3)
+    with CaptureQueriesContext(connection) as queries:
+        html = viewer_client.get("/profiles/", {"q": "example.com"}).content.decode()
+    assert "Profiles 1\N{EN DASH}3 of 3" in html
+    assert not [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
 
 
 def test_the_profile_list_pages_by_keyset(viewer_client):

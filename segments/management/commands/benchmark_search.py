@@ -18,6 +18,7 @@ take turns, ``--runs`` times; the table gives the median and the range.
 
 import statistics
 import time
+from functools import partial
 
 import psycopg
 from django.core.management.base import BaseCommand, CommandError
@@ -30,7 +31,7 @@ from profiles.models import Profile
 from segments import selectors
 from segments.deletion.benchmark import Databases, _manage
 from segments.models import Segment
-from vero_admin.pagination import count_capped, keyset_page
+from vero_admin.pagination import SEARCH_COUNT_CAP, count_capped, keyset_page
 
 SEGMENT_NAME = "Benchmark: search members"
 
@@ -50,14 +51,14 @@ def _old_search(queryset, query: str, *, prefix: str = ""):
 
 def _page(queryset, query: str, *, key: str, count: bool):
     """What a page asks of the database: 50 rows after no cursor, and (new
-    search) the capped count and the exact match."""
+    search) the count of matches (capped, and only when there is more than
+    a page) and the exact match."""
     request = RequestFactory().get("/", {"q": query})
-    page = keyset_page(queryset, request, key=key, per_page=50)
-    found = len(page.object_list)
+    total = partial(count_capped, queryset, cap=SEARCH_COUNT_CAP) if count else None
+    page = keyset_page(queryset, request, key=key, per_page=50, total=total)
     if count:
-        count_capped(queryset)
         profile_selectors.profile_exact_match(query=query)
-    return found
+    return len(page.object_list)
 
 
 def variants(segment: Segment) -> dict:
