@@ -49,22 +49,29 @@ def _old_search(queryset, query: str, *, prefix: str = ""):
     return queryset.filter(**{f"{prefix}email__istartswith": query})
 
 
-def _page(queryset, query: str, *, key: str, count: bool):
+def _page(queryset, query: str, *, key: str, count: bool, segment: Segment | None = None):
     """What a page asks of the database: 50 rows after no cursor, and (new
     search) the count of matches (capped, and only when there is more than
-    a page) and the exact match."""
+    a page), the exact match, and on a segment's page that finds nobody, a
+    profile outside the segment that matches."""
     request = RequestFactory().get("/", {"q": query})
     total = partial(count_capped, queryset, cap=SEARCH_COUNT_CAP) if count else None
     page = keyset_page(queryset, request, key=key, per_page=50, total=total)
     if count:
         profile_selectors.profile_exact_match(query=query)
+        if segment is not None and not page.object_list:
+            selectors.segment_non_member(segment=segment, query=query)
     return len(page.object_list)
 
 
 def variants(segment: Segment) -> dict:
     return {
         "members": lambda q: _page(
-            selectors.segment_members(segment=segment, query=q), q, key="profile_id", count=True
+            selectors.segment_members(segment=segment, query=q),
+            q,
+            key="profile_id",
+            count=True,
+            segment=segment,
         ),
         "members, old prefix": lambda q: _page(
             _old_search(selectors.segment_members(segment=segment), q, prefix="profile__"),
