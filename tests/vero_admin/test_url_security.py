@@ -156,6 +156,7 @@ def test_the_walk_finds_the_dashboard():
         "segments:deletion_progress",
         "profiles:list",
         "profiles:detail",
+        "profiles:events",
         "messaging:campaign_list",
         "messaging:campaign_detail",
     } <= names
