@@ -92,6 +92,10 @@ def _audience_response(request, campaign, *, status=200, error="", done="", form
     return redirect(campaign)
 
 
+def _sentence(text: str) -> str:
+    return f"{text[:1].upper()}{text[1:]}."
+
+
 def _first_error(form) -> str:
     return next(iter(form.errors.values()))[0]
 
@@ -124,7 +128,7 @@ def campaign_audience_add(request: HttpRequest, pk: int) -> HttpResponse:
         return _audience_response(
             request, campaign, status=refused.status, error=str(refused), form=form
         )
-    return _audience_response(request, campaign, done=f"{change.describe().capitalize()}.")
+    return _audience_response(request, campaign, done=_sentence(change.describe()))
 
 
 @require_POST
@@ -144,7 +148,7 @@ def campaign_audience_remove(request: HttpRequest, pk: int) -> HttpResponse:
         change = services.audience_remove(campaign=campaign, segment=segment, user=request.user)
     except services.AudienceError as refused:
         return _audience_response(request, campaign, status=refused.status, error=str(refused))
-    return _audience_response(request, campaign, done=f"{change.describe().capitalize()}.")
+    return _audience_response(request, campaign, done=_sentence(change.describe()))
 
 
 @require_POST

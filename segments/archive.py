@@ -47,7 +47,8 @@ def archive_instead(request: HttpRequest, pk: int) -> HttpResponse:
     )
     segment = get_object_or_404(Segment, pk=pk)
     candidates, exact = campaign_selectors.archive_candidates(segment=segment)
-    form = ArchiveInsteadForm(request.POST or None, candidates=candidates)
+    data = request.POST if request.method == "POST" else None
+    form = ArchiveInsteadForm(data, candidates=candidates)
     status = 200
     if request.method == "POST":
         if form.is_valid():
