@@ -5,11 +5,17 @@ from profiles.admin import LockedProfileMixin
 
 
 class AudienceSegmentInline(admin.TabularInline):
+    """Shown, not edited: audiences change on the campaign's page, where
+    every change is recorded."""
+
     model = AudienceSegment
     extra = 0
-    autocomplete_fields = ("segment",)
     fields = ("segment", "mode", "added_at")
-    readonly_fields = ("added_at",)
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
 
 class AudienceChangeInline(admin.TabularInline):

@@ -2,7 +2,8 @@ from contextlib import contextmanager
 
 from django.apps import apps
 from django.db import OperationalError, connection, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 
 from messaging.models import AudienceChange, AudienceSegment, Campaign, Message, MessageActivity
 
@@ -43,11 +44,19 @@ def campaign_sends(*, campaign: Campaign):
 
 
 def campaign_list():
+    """Each campaign with its number of sends and of included and excluded
+    segments, each counted in its own subquery (a join of sends with
+    audience rows would multiply them)."""
     return Campaign.objects.annotate(
-        sent=Count("messages", distinct=True),
-        included=Count("audience", filter=Q(audience__mode=Mode.INCLUDE), distinct=True),
-        excluded=Count("audience", filter=Q(audience__mode=Mode.EXCLUDE), distinct=True),
+        sent=_count(Message.objects.filter(campaign=OuterRef("pk"))),
+        included=_count(AudienceSegment.objects.filter(campaign=OuterRef("pk"), mode=Mode.INCLUDE)),
+        excluded=_count(AudienceSegment.objects.filter(campaign=OuterRef("pk"), mode=Mode.EXCLUDE)),
     ).order_by("-created_at", "-id")
+
+
+def _count(rows):
+    counted = rows.order_by().values("campaign").annotate(n=Count("*")).values("n")
+    return Coalesce(Subquery(counted), 0)
 
 
 def _segments():

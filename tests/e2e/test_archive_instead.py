@@ -67,6 +67,7 @@ def test_an_editor_excludes_a_segment_instead_of_deleting_and_undoes_it(live_ser
     page.goto(f"{live_server.url}/campaigns/{shares.pk}/")
     page.get_by_role("button", name="Undo: excluded Churned").click()
     expect(page.get_by_role("status")).to_contain_text("Undone: stopped excluding Churned.")
+    expect(page.get_by_role("status")).to_be_focused()
     expect(page.get_by_test_id("excluded")).to_contain_text("None.")
     assert modes(shares) == {"Readers": "include"}
     assert Profile.objects.count() == 4

@@ -46,7 +46,7 @@ def test_an_editor_excludes_a_segment_and_the_reach_drops(editor_client, world):
     html = response.content.decode()
     assert response.status_code == 200
     assert html.lstrip().startswith('<section id="audience"')
-    assert 'role="status">Excluded Bob only.' in html
+    assert 'role="status" tabindex="-1" autofocus>Excluded Bob only.' in html
     assert "Would reach <strong>2 people</strong> now" in html
     assert modes(campaign) == {"Everyone": INCLUDE, "Bob only": EXCLUDE}
     change = AudienceChange.objects.get()
