@@ -1,16 +1,27 @@
 """Exclude a segment from all campaigns instead of deleting its people, and
 undo it from a campaign, in Chromium."""
 
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import expect
 
 from messaging.models import AudienceSegment, Campaign
+from messaging.services import audience_exclude_everywhere
 from profiles.models import Profile
 from segments.models import DeletionJob
 from tests.messaging.audiences import people, segment_of
-from tests.messaging.factories import draft_campaign
+from tests.messaging.factories import CampaignFactory, draft_campaign
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+AXE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text()
+
+
+@pytest.fixture
+def browser_context_args(browser_context_args):
+    # Our CSP allows only our own static scripts; axe is injected by the test.
+    return {**browser_context_args, "bypass_csp": True}
 
 
 def modes(campaign):
@@ -71,3 +82,33 @@ def test_an_editor_excludes_a_segment_instead_of_deleting_and_undoes_it(live_ser
     expect(page.get_by_test_id("excluded")).to_contain_text("None.")
     assert modes(shares) == {"Readers": "include"}
     assert Profile.objects.count() == 4
+
+
+def test_the_audience_pages_pass_axe_and_fit_a_phone(live_server, login, alice):
+    """The new pages, in the states that matter, at 1280 and 390 px wide."""
+    a, b = people(2)
+    churned = segment_of([a, b], name="Churned customers with a rather long segment name")
+    draft = draft_campaign(name="Autumn offer", audience=churned)
+    draft_campaign(name="Weekly digest", audience=segment_of([b], name="Readers"))
+    sent = CampaignFactory(name="Spring", audience=churned, excluded=[segment_of([a])])
+    audience_exclude_everywhere(segment=churned, campaign_ids=[draft.pk], user=alice)
+    page = login(alice)
+    paths = [
+        f"/campaigns/{draft.pk}/",
+        f"/campaigns/{sent.pk}/",
+        f"/segments/{churned.pk}/archive-instead/",
+        f"/segments/{churned.pk}/",
+        "/campaigns/",
+    ]
+    found = {}
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 800})
+        for path in paths:
+            page.goto(f"{live_server.url}{path}")
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, (path, width)
+            page.evaluate(AXE)
+            found[(path, width)] = page.evaluate(
+                "async () => (await axe.run(document, {runOnly: {type: 'tag', values: "
+                "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})).violations.map(v => v.id)"
+            )
+    assert {key: v for key, v in found.items() if v} == {}
