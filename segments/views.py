@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from messaging.selectors import segment_campaign_usage
 from profiles.forms import ProfileSearchForm
 from segments import selectors, services
 from segments.builder import builder_blank, builder_from_post, builder_from_rules, builder_tidy
@@ -72,6 +73,7 @@ def segment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "segments/detail.html#members", context, status=status)
     context["rules"] = rules_describe(segment.rules)
     context.update(deletion_panel_context(segment=segment, user=request.user))
+    context["campaign_usage"] = segment_campaign_usage(segment=segment)
     return render(request, "segments/detail.html", context, status=status)
 
 
@@ -192,7 +194,7 @@ def segment_delete(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, f"Deleted the segment “{name}”. Its profiles were kept.")
             return redirect("segments:list")
-    context = {"segment": segment, "campaigns": segment.campaigns.all(), "error": error}
+    context = {"segment": segment, **segment_campaign_usage(segment=segment), "error": error}
     return render(request, "segments/delete.html", context, status=status)
 
 

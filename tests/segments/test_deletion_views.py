@@ -42,7 +42,7 @@ def test_the_dialog_shows_what_will_and_will_not_be_deleted(editor_client, popul
     assert "event history (4 events)" in html
     assert "subscription status and preferences (8 preferences)" in html
     assert "anonymized" in html and "the segment itself" in html
-    assert "exclude the segment from your campaigns" in html
+    assert "Exclude from all campaigns instead" in html
     assert 'data-confirm-match="Trial users"' in html
     assert nothing_deleted(population)
 

@@ -90,7 +90,8 @@ def world(alice):
     job = DeletionJob.objects.create(
         segment=segment, segment_name=segment.name, status="failed", created_by=alice
     )
-    campaign = CampaignFactory(audience=segment)
+    # A draft, so the campaign page offers its audience editing too.
+    campaign = CampaignFactory(audience=segment, status="draft")
     MessageFactory(campaign=campaign, profile=profile)
     return World(segment, job, profile, campaign)
 
@@ -159,6 +160,10 @@ def test_the_walk_finds_the_dashboard():
         "profiles:events",
         "messaging:campaign_list",
         "messaging:campaign_detail",
+        "messaging:audience_add",
+        "messaging:audience_remove",
+        "messaging:audience_undo",
+        "segments:archive_instead",
     } <= names
     assert not any(route.route.startswith(("api/", "admin/")) for route in ROUTES)
 
