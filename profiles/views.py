@@ -1,9 +1,10 @@
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from profiles import selectors
+from profiles.errors import ProfileNotFound
 from profiles.models import Profile
 from vero_admin.access import require_perms
 from vero_admin.pagination import keyset_page
@@ -22,7 +23,10 @@ def profile_list(request: HttpRequest):
 @login_required
 def profile_detail(request: HttpRequest, pk: int):
     require_perms(request.user, "profiles.view_profile")
-    profile = get_object_or_404(Profile, pk=pk)
+    try:
+        profile = Profile.objects.get(pk=pk)
+    except Profile.DoesNotExist:
+        raise ProfileNotFound(pk) from None
     return render(
         request,
         "profiles/detail.html",
