@@ -12,7 +12,8 @@
     for (let node = table; node && node.tagName !== "MAIN"; node = node.parentElement) {
       for (let sibling = node.previousElementSibling; sibling; sibling = sibling.previousElementSibling) {
         const heading = sibling.matches("h1, h2, h3") ? sibling : null;
-        if (heading && heading.textContent.trim()) return heading.textContent.trim();
+        // "Members table": the section around it may already be a region named "Members".
+        if (heading && heading.textContent.trim()) return heading.textContent.trim() + " table";
       }
     }
     return "Table";
