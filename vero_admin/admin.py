@@ -129,6 +129,17 @@ class VeroUserAdmin(UserAdmin):
         *UserAdmin.add_fieldsets,
         ("Access to the dashboard", {"fields": ("access",)}),
     )
+    # Dates are a record, not settings; Django's split date/time inputs also
+    # have no labels a screen reader can tie to them (axe: critical).
+    readonly_fields = ("last_login", "date_joined")
+    # Groups are few: checkboxes in a labelled fieldset, not the two-pane
+    # widget (whose search icons carry a prohibited aria-label, Django's own).
+    filter_horizontal = ("user_permissions",)
+
+    def formfield_for_manytomany(self, db_field, request=None, **kwargs):
+        if db_field.name == "groups":
+            kwargs["widget"] = forms.CheckboxSelectMultiple
+        return super().formfield_for_manytomany(db_field, request=request, **kwargs)
 
     def get_queryset(self, request):
         return (

@@ -47,6 +47,20 @@ PUBLIC_PAGES = [
     ("login", "/accounts/login/"),
     ("404 logged out", "/no-such-page/"),
 ]
+# Django admin pages where admins hand out access (as a superuser).
+ADMIN_PAGES = [
+    ("user list", "/admin/auth/user/"),
+    ("user list, filtered by access", "/admin/auth/user/?access=view"),
+    ("user page", "/admin/auth/user/{bob}/change/"),
+    ("new user", "/admin/auth/user/add/"),
+    ("group list", "/admin/auth/group/"),
+    ("Editors group", "/admin/auth/group/{editors}/change/"),
+]
+# Findings in Django's own code, not ours to fix: SelectFilter2.js (the
+# two-pane widget for permissions) gives its search icons an aria-label
+# without a role; admin/search_form.html's "(4 total)" link after a filter
+# differs from its text by colour alone.
+DJANGOS_OWN = {"aria-prohibited-attr": ".search-label-icon", "link-in-text-block": ".small > a"}
 WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 ROLES = {"editor": "alice", "viewer": "bob"}
 
@@ -55,15 +69,20 @@ RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 FAILING_IMPACTS = ("serious", "critical")
 
 
-def violations(page, impacts=FAILING_IMPACTS) -> list[str]:
+def violations(page, impacts=FAILING_IMPACTS, *, ignore=None) -> list[str]:
+    """axe's violations of the given impacts, one line each; ``ignore`` maps a
+    rule to a selector part: nodes whose target contains it are not counted."""
     page.evaluate(AXE)
     return page.evaluate(
-        "async ([tags, impacts]) =>"
+        "async ([tags, impacts, ignore]) =>"
         " (await axe.run(document, {runOnly: {type: 'tag', values: tags}}))"
         ".violations.filter(v => impacts.includes(v.impact))"
+        ".map(v => ({...v, nodes: v.nodes.filter(n => !(v.id in ignore"
+        " && n.target.join(' ').includes(ignore[v.id])))}))"
+        ".filter(v => v.nodes.length)"
         ".map(v => v.impact + ' ' + v.id + ': ' + v.help + ' @ ' +"
         " v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | '))",
-        [RULES, list(impacts)],
+        [RULES, list(impacts), ignore or {}],
     )
 
 
@@ -188,6 +207,29 @@ def test_the_public_pages_pass_axe_and_fit_the_screen(browser, live_server, widt
     for name, path in PUBLIC_PAGES:
         visit(page, live_server.url + path)
         found[name] = problems_of(page)
+    page.context.close()
+    assert {name: problems for name, problems in found.items() if problems} == {}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_admin_pages_for_access_pass_axe_but_for_djangos_own(
+    browser, live_server, admin_user, bob, width
+):
+    from django.contrib.auth.models import Group
+
+    page = logged_in_page(browser, live_server, WIDTHS[width], None)
+    page.goto(f"{live_server.url}/admin/login/")
+    page.get_by_label("Username").fill(admin_user.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/admin/")
+    ids = {"bob": bob.pk, "editors": Group.objects.get(name="Editors").pk}
+    found = {}
+    for name, path in ADMIN_PAGES:
+        visit(page, live_server.url + path.format(**ids))
+        found[name] = violations(page, ignore=DJANGOS_OWN)
+        wide = overflow(page)
+        found[name] += [f"wider than the screen: {wide}"] if wide else []
     page.context.close()
     assert {name: problems for name, problems in found.items() if problems} == {}
 
