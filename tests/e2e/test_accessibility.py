@@ -191,11 +191,12 @@ def test_every_dashboard_page_passes_axe_and_fits_the_screen(
     else:
         found["actions menu"] = problems_of(page)
 
-    # The 500 page cannot be reached on purpose: render it as Django would
+    # Pages a browser cannot reach on purpose: render each as Django does
     # (no request) and show it at the site's address, so its styles load.
-    page.set_content(render_to_string("500.html"))
-    page.wait_for_load_state("networkidle")
-    found["500"] = problems_of(page)
+    for name, template in [("500", "500.html"), ("403: expired form", "403_csrf.html")]:
+        page.set_content(render_to_string(template))
+        page.wait_for_load_state("networkidle")
+        found[name] = problems_of(page)
     page.context.close()
     assert {name: problems for name, problems in found.items() if problems} == {}
 

@@ -202,3 +202,18 @@ def test_the_error_templates_are_the_sites_own():
 
     for name in ("400.html", "403.html", "404.html", "500.html"):
         assert "templates" in get_template(name).origin.name
+
+
+@pytest.mark.django_db
+def test_an_expired_form_says_nothing_changed_and_what_to_do(alice):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    response = client.post("/segments/new/", {"name": "x"})
+    assert response.status_code == 403
+    html = page(response)
+    assert "This form has expired" in html
+    assert "Nothing was changed" in html
+    assert 'class="topbar"' in html
+    assert "CSRF verification failed" not in html
