@@ -216,4 +216,4 @@ def test_an_expired_form_says_nothing_changed_and_what_to_do(alice):
     assert "This form has expired" in html
     assert "Nothing was changed" in html
     assert 'class="topbar"' in html
-    assert "CSRF verification failed" not in html
+    assert "Request aborted" not in html  # Django's own page
