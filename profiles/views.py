@@ -4,10 +4,11 @@ from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from profiles import selectors
+from profiles.errors import ProfileNotFound
 from profiles.forms import ProfileSearchForm
 from profiles.models import Profile
 from vero_admin.access import require_perms
@@ -47,7 +48,7 @@ def profile_list(request: HttpRequest):
 @login_required
 def profile_detail(request: HttpRequest, pk: int):
     require_perms(request.user, "profiles.view_profile")
-    profile = get_object_or_404(Profile, pk=pk)
+    profile = _get_profile(pk)
     events = list(selectors.profile_recent_events(profile=profile, limit=PER_PAGE + 1))
     more = len(events) > PER_PAGE
     older = (events[PER_PAGE - 1].occurred_at, events[PER_PAGE - 1].pk) if more else None
@@ -74,7 +75,7 @@ def profile_events(request: HttpRequest, pk: int):
     """Every event of a person, newest first, 50 a page (the profile page
     shows the first 50)."""
     require_perms(request.user, "profiles.view_profile")
-    profile = get_object_or_404(Profile, pk=pk)
+    profile = _get_profile(pk)
     older_than = _parse_older(request.GET.get("older", ""))
     result = selectors.profile_events_page(profile=profile, older_than=older_than, limit=PER_PAGE)
     page = KeysetPage(
@@ -141,3 +142,11 @@ def _scalar(value) -> str:
     if value is False:
         return "no"
     return str(value)
+
+
+def _get_profile(pk: int) -> Profile:
+    """The profile, or a 404 that can say the profile was deleted (and by which job)."""
+    try:
+        return Profile.objects.get(pk=pk)
+    except Profile.DoesNotExist:
+        raise ProfileNotFound(pk) from None

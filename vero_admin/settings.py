@@ -88,6 +88,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: a missing page gets the site's 404 page even with DEBUG on (see its docstring).
+    "vero_admin.middleware.NotFoundPageMiddleware",
 ]
 
 ROOT_URLCONF = "vero_admin.urls"

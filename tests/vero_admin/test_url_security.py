@@ -33,6 +33,7 @@ SKIPPED = {
 # Named routes outside the dashboard's data, each with its reason.
 PUBLIC = {
     "home": "a redirect to the segment list, which itself needs a login",
+    "favicon": "a redirect to the icon, a static file",
     "logout": "logging out is for anyone with a session (POST only, tested in test_auth)",
 }
 LOGIN = "/accounts/login/?next="
