@@ -301,3 +301,37 @@ def test_a_refresh_committed_mid_download_changes_nothing_in_the_file(alice, mon
     assert header == ["email", "user id", "subscription status", "plan"]
     assert sorted(row[0] for row in rows) == sorted(m.email for m in members)
     assert ProfileExport.objects.get().rows_exported == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_committed_between_the_stamp_and_the_rows_changes_nothing(alice, monkeypatch):
+    """The stamp is read, then the keys, then the cursor opens: a refresh
+    that commits in between is not seen by the rows either (one snapshot),
+    so the file is still the stamp's people, with the stamp's columns."""
+    segment = SegmentFactory(name="Trial users", rules=PLAN_TRIAL, last_refreshed_at=None)
+    members = [ProfileFactory(properties={"plan": "trial"}) for _ in range(3)]
+    segment_refresh(segment=segment)
+    real_chunked_cursor = connection.chunked_cursor
+
+    def refresh_then_open():
+        def refresh_elsewhere():
+            from django.db import connection as other
+
+            try:
+                ProfileFactory(email="late@example.com", properties={"plan": "trial", "new": 1})
+                segment_refresh(segment=Segment.objects.get(pk=segment.pk))
+            finally:
+                other.close()
+
+        thread = threading.Thread(target=refresh_elsewhere)
+        thread.start()
+        thread.join(30)
+        return real_chunked_cursor()
+
+    monkeypatch.setattr(connection, "chunked_cursor", refresh_then_open)
+    client = Client()
+    client.force_login(alice)
+    header, *rows = parse(download(client, segment))
+    assert header == ["email", "user id", "subscription status", "plan"]
+    assert sorted(row[0] for row in rows) == sorted(m.email for m in members)
+    assert Segment.objects.get(pk=segment.pk).member_count == 4
