@@ -31,3 +31,20 @@ def test_benchmark_deletion_runs_and_verifies(tmp_path):
     assert set(ours["latency"]) == {"progress", "segment page", "ingest outside", "ingest inside"}
     for figures in ours["latency"].values():
         assert figures["idle_errors"] == 0 and figures["during_errors"] == 0
+
+
+def test_benchmark_export_runs_and_checks_every_download(tmp_path):
+    out = tmp_path / "export.json"
+    call_command(
+        "benchmark_export",
+        sizes=[20, 50],
+        runs=2,
+        json_path=str(out),
+        prefix=f"vero_bench_test_{os.getpid()}",
+    )
+    result = json.loads(out.read_text())
+    assert result["runs"] == 2
+    assert set(result["sizes"]) == {"20", "50"}
+    for figures in result["sizes"].values():
+        assert set(figures["growth_mb"]) == {"median", "min", "max"}
+        assert figures["growth_mb"]["min"] <= figures["growth_mb"]["median"]
