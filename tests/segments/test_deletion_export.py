@@ -335,3 +335,16 @@ def test_a_refresh_committed_between_the_stamp_and_the_rows_changes_nothing(alic
     assert header == ["email", "user id", "subscription status", "plan"]
     assert sorted(row[0] for row in rows) == sorted(m.email for m in members)
     assert Segment.objects.get(pk=segment.pk).member_count == 4
+
+
+def test_django_admin_lists_the_downloads_read_only(editor_client, world, admin_user):
+    parse(download(editor_client, world["segment"]))
+    record = ProfileExport.objects.get()
+    admin = Client()
+    admin.force_login(admin_user)
+    page = admin.get("/admin/segments/profileexport/").content.decode()
+    assert "alice" in page and "Trial users" in page
+    assert admin.get("/admin/segments/profileexport/add/").status_code == 403
+    change = admin.post(f"/admin/segments/profileexport/{record.pk}/change/", {"username": "x"})
+    assert change.status_code == 403
+    assert ProfileExport.objects.get().username == "alice"
