@@ -6,9 +6,10 @@ and a refresh rewrites the membership and the segment's stamp in one
 transaction; so the file holds exactly the people behind the stamp when the
 stamp and the membership are read in one snapshot. The export runs in one
 ``REPEATABLE READ, READ ONLY`` transaction: it reads the stamp (refusing with
-409 when the segment was refreshed since), the union of the members'
-attribute keys, and then the members through one server-side cursor, fetched
-``BATCH_SIZE`` rows at a time while the response streams. The web process
+409 when the segment was refreshed since) and opens one server-side cursor
+over the members; once the download has begun, it reads the union of the
+members' attribute keys (the header) and fetches the cursor ``BATCH_SIZE``
+rows at a time while the response streams. The web process
 holds one batch, never the segment; the database keeps the snapshot open for
 as long as the download lasts (a slow client keeps it open longer, which
 delays vacuum but blocks no write, no refresh and no deletion).
@@ -193,6 +194,7 @@ class MemberCsvStream:
         self.keys: list[str] = []
         self._atomic = None
         self._cursor = None
+        self._bom_sent = False
         self._header_sent = False
         self._finished = False
         self._ended = False
@@ -204,8 +206,9 @@ class MemberCsvStream:
         try:
             with connection.cursor() as cursor:
                 if outermost:
-                    # One snapshot for the stamp, the keys and the rows. (Inside
-                    # an outer transaction, a test's, the caller's level holds.)
+                    # One snapshot for the stamp, the rows and the attribute
+                    # names read after them. (Inside an outer transaction, a
+                    # test's, the caller's level holds.)
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 cursor.execute(
                     f"SELECT last_refreshed_at FROM {Segment._meta.db_table} WHERE id = %s",  # noqa: S608
@@ -218,8 +221,6 @@ class MemberCsvStream:
                     != membership_token
                 ):
                     raise StaleMembership
-                cursor.execute(_sql(_KEYS_SQL), [self.segment_id])
-                self.keys = list(cursor.fetchone()[0])
             self._cursor = connection.chunked_cursor()
             self._cursor.execute(_sql(_ROWS_SQL), [self.segment_id])
         except BaseException:
@@ -232,7 +233,17 @@ class MemberCsvStream:
     def __next__(self) -> bytes:
         if self._finished or self._ended:
             raise StopIteration
+        if not self._bom_sent:
+            # First, at once, the byte order mark (so that Excel reads the file
+            # as UTF-8): the browser starts the download while the attribute
+            # names are gathered, which takes seconds at a million members.
+            self._bom_sent = True
+            return "\ufeff".encode()
         try:
+            if not self._header_sent:
+                with connection.cursor() as cursor:
+                    cursor.execute(_sql(_KEYS_SQL), [self.segment_id])
+                    self.keys = list(cursor.fetchone()[0])
             rows = self._cursor.fetchmany(BATCH_SIZE)
         except BaseException:
             self._end(failed=True)
@@ -240,8 +251,6 @@ class MemberCsvStream:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         if not self._header_sent:
-            # A byte order mark, so that Excel reads the file as UTF-8.
-            buffer.write("\ufeff")
             writer.writerow(_safe(name) for name in (*BUILTIN_COLUMNS, *self.keys))
             self._header_sent = True
         for email, user_id, subscribed, properties in rows:
