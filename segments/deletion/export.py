@@ -130,9 +130,11 @@ def _refused(request, segment, message, *, status):
 def profile_export_open(*, segment: Segment, user, membership_token: str, expected_count: int):
     """Record the download and open the snapshot it streams from.
 
-    Raises StaleMembership (and records nothing) when the segment's stamp is
-    no longer ``membership_token``. The audit row is committed before the
-    snapshot opens, so it survives whatever happens to the download.
+    Raises StaleMembership when the segment's stamp is no longer
+    ``membership_token``: before anything is recorded when the page's segment
+    already says so, or with the record marked refused when a refresh
+    committed between that check and the snapshot. The audit row is committed
+    before the snapshot opens, so it survives whatever happens to the download.
     """
     if segment_membership_token(segment) != membership_token:
         raise StaleMembership

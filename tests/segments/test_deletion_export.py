@@ -10,6 +10,7 @@ from django.core.signals import request_finished
 from django.db import close_old_connections, connection
 from django.http import StreamingHttpResponse
 from django.test import Client
+from django.utils import timezone
 
 from segments.deletion import export
 from segments.deletion.selectors import segment_membership_token
@@ -350,3 +351,20 @@ def test_django_admin_lists_the_downloads_read_only(editor_client, world, admin_
     change = admin.post(f"/admin/segments/profileexport/{record.pk}/change/", {"username": "x"})
     assert change.status_code == 403
     assert ProfileExport.objects.get().username == "alice"
+
+
+def test_a_refresh_just_before_the_snapshot_is_refused_and_recorded(world, alice):
+    """The view's segment still has the old stamp; the snapshot sees the
+    refresh that committed after it was read: refused, and said so."""
+    segment = world["segment"]
+    token = segment_membership_token(segment)
+    Segment.objects.filter(pk=segment.pk).update(last_refreshed_at=timezone.now())
+    with pytest.raises(export.StaleMembership):
+        export.profile_export_open(
+            segment=segment, user=alice, membership_token=token, expected_count=3
+        )
+    record = ProfileExport.objects.get()
+    assert (record.status, record.rows_exported) == (ProfileExport.Status.REFUSED, 0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_cursors")
+        assert cursor.fetchone()[0] == 0
