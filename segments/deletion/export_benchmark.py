@@ -161,7 +161,7 @@ def _download(port, cookie, csrf, segment_pk, token, count) -> dict:
     response = conn.getresponse()
     first_byte = None
     size = lines = 0
-    while chunk := response.read(1 << 16):
+    while chunk := response.read1(1 << 16):
         if first_byte is None:
             first_byte = time.monotonic() - started
         size += len(chunk)
