@@ -103,3 +103,37 @@ class DeletionJobAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# Export before deleting (issue 13): the record of who downloaded whom.
+from segments.models import ProfileExport  # noqa: E402
+
+
+@admin.register(ProfileExport)
+class ProfileExportAdmin(admin.ModelAdmin):
+    """Who downloaded a segment's members as a CSV: read-only, like the
+    deletion audit. It names the marketer and the segment, never a member."""
+
+    list_display = (
+        "created_at",
+        "username",
+        "segment_name",
+        "expected_count",
+        "rows_exported",
+        "status",
+        "finished_at",
+    )
+    list_filter = ("status",)
+    search_fields = ("segment_name", "username")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

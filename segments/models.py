@@ -227,3 +227,41 @@ class DeletionBatch(models.Model):
 
     def __str__(self):
         return f"{self.profiles} profiles in {self.duration_ms} ms"
+
+
+class ProfileExport(models.Model):
+    """Who downloaded the members of a segment as a CSV, and when.
+
+    The audit of "Export before deleting". It names the marketer and the
+    segment, never a member: the file itself leaves the system on purpose,
+    and nothing here is a copy of it. Written before the first byte is sent,
+    so a download that is interrupted (or a server that dies mid-stream) is
+    still on record; ``rows_exported`` and ``finished_at`` say how far it got.
+    """
+
+    class Status(models.TextChoices):
+        STARTED = "started", "Started"
+        COMPLETED = "completed", "Completed"
+        INTERRUPTED = "interrupted", "Interrupted"
+        REFUSED = "refused", "Refused (the segment was refreshed)"
+
+    segment = models.ForeignKey(
+        Segment, on_delete=models.SET_NULL, null=True, blank=True, related_name="exports"
+    )
+    segment_name = models.CharField("segment name at download", max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    username = models.CharField("downloaded by", max_length=150)
+    membership_token = models.CharField("membership stamp", max_length=64)
+    expected_count = models.PositiveIntegerField("profiles the dialog showed")
+    rows_exported = models.PositiveIntegerField("profiles in the file", null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.STARTED)
+    created_at = models.DateTimeField("downloaded at", auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.username}: {self.segment_name} ({self.created_at:%Y-%m-%d %H:%M})"

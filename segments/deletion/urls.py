@@ -25,3 +25,12 @@ urlpatterns = [
         name="deletion_close",
     ),
 ]
+
+# Export before deleting, and the impact block of the dialog (issue 13).
+from segments.deletion import export as export_views  # noqa: E402
+from segments.deletion import impact as impact_views  # noqa: E402
+
+urlpatterns += [
+    path("<int:pk>/delete-profiles/export/", export_views.export_members, name="export_members"),
+    path("<int:pk>/delete-profiles/impact/", impact_views.deletion_impact, name="deletion_impact"),
+]

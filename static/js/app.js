@@ -175,6 +175,18 @@
     if (status) status.focus();
   });
 
+  // A submit button marked data-native-submit (the CSV download in the deletion
+  // dialog) posts its form the ordinary way, not through the form's hx-post:
+  // the browser saves the file and the dialog stays open. Stopping the event
+  // here, before it reaches the form, keeps htmx from taking it over.
+  document.addEventListener(
+    "submit",
+    function (e) {
+      if (e.submitter && e.submitter.hasAttribute("data-native-submit")) e.stopPropagation();
+    },
+    true
+  );
+
   function init(root) {
     root.querySelectorAll(".menu").forEach(setUpMenu);
     const dialogs = Array.from(root.querySelectorAll("dialog[data-open]"));

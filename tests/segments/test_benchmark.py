@@ -95,3 +95,20 @@ def test_the_floors_run_every_statement_of_the_erasure_plan():
         assert text in loop and text in whole
     assert loop.count("COMMIT;") == 1 and "COMMIT" not in whole
     assert "FOR UPDATE" in loop and "FOR UPDATE" in whole
+
+
+def test_benchmark_export_runs_and_checks_every_download(tmp_path):
+    out = tmp_path / "export.json"
+    call_command(
+        "benchmark_export",
+        sizes=[20, 50],
+        runs=2,
+        json_path=str(out),
+        prefix=f"vero_bench_test_{os.getpid()}",
+    )
+    result = json.loads(out.read_text())
+    assert result["runs"] == 2
+    assert set(result["sizes"]) == {"20", "50"}
+    for figures in result["sizes"].values():
+        assert set(figures["growth_mb"]) == {"median", "min", "max"}
+        assert figures["growth_mb"]["min"] <= figures["growth_mb"]["median"]
