@@ -1,10 +1,13 @@
 """Impact before confirming: what else a deletion changes, for the dialog.
 
-Two figures, each one set-based statement under its own statement timeout
-(``IMPACT_TIMEOUT_MS``), so a figure that takes too long says so ("too many
-to count quickly") instead of holding the dialog:
+Three figures, each one set-based statement under its own statement timeout
+(``IMPACT_TIMEOUT_MS``; the campaigns' own ``COUNT_TIMEOUT_MS``), so a figure
+that takes too long says so ("too many to count quickly") instead of holding
+the dialog:
 
 - the other segments these people are also in, and how many each loses;
+- the draft and scheduled campaigns whose audience reaches these people (the
+  same list *Exclude from all campaigns instead* offers);
 - when the segment's rules now match a different set than its last refresh,
   how many people joined and left since (the rules evaluated now, against
   the stored membership, as a refresh would).
@@ -12,14 +15,9 @@ to count quickly") instead of holding the dialog:
 The dialog loads this block with htmx once it is open (``hx-trigger="load"``),
 so the dialog itself appears at once; the full-page dialog (no JavaScript)
 computes it inline through the ``deletion_impact`` template tag.
-
-NOT BUILT YET: the draft and scheduled campaigns whose audience includes
-these people (issue 13) belong here too. They depend on campaign audiences,
-built in another change; ``Impact.campaigns`` and the place marked
-"CAMPAIGNS" in templates/segments/_impact_figures.html are where they go.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -29,6 +27,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from messaging.selectors import archive_candidates
 from segments.counting import TookTooLong, with_statement_timeout
 from segments.deletion.selectors import user_can_delete_profiles
 from segments.models import Segment, SegmentMembership
@@ -66,15 +65,24 @@ class Impact:
     others: list[OtherSegment] | None
     more_others: int
     drift: Drift
-    # Campaigns whose audience includes these people: not built yet (see the
-    # module docstring); stays None until campaign audiences exist.
-    campaigns: list | None = field(default=None)
+    # Draft and scheduled campaigns that would reach these people.
+    campaigns: list
+    # False when checking shared members took too long: ``campaigns`` is then
+    # every unsent campaign with an audience, a list that may be too long.
+    campaigns_exact: bool
 
 
 def deletion_impact_figures(*, segment: Segment) -> Impact:
     others = _other_segments(segment)
     listed, more = (None, 0) if others is None else (others[:MAX_LISTED], len(others) - MAX_LISTED)
-    return Impact(others=listed, more_others=max(more, 0), drift=_drift(segment))
+    campaigns, exact = archive_candidates(segment=segment)
+    return Impact(
+        others=listed,
+        more_others=max(more, 0),
+        drift=_drift(segment),
+        campaigns=campaigns,
+        campaigns_exact=exact,
+    )
 
 
 _OTHERS_SQL = """

@@ -1,5 +1,6 @@
-"""Impact before confirming: the other segments these people are in, and how
-the rules' matches moved since the last refresh, each under a time bound."""
+"""Impact before confirming: the other segments these people are in, the
+campaigns not yet sent that would reach them, and how the rules' matches
+moved since the last refresh, each under a time bound."""
 
 import re
 import time
@@ -8,8 +9,10 @@ import psycopg
 import pytest
 from django.db import connection
 
+from messaging.models import Campaign
 from segments.deletion import impact
 from segments.services import segment_refresh
+from tests.messaging.factories import CampaignFactory
 from tests.profiles.factories import ProfileFactory
 from tests.segments.factories import SegmentFactory, SegmentMembershipFactory
 
@@ -61,6 +64,39 @@ def test_it_lists_the_other_segments_and_how_many_each_loses(editor_client, worl
     assert "Newsletter loses 2 of its 3 profiles" in page
     assert "VIP loses 1 of its 1 profile" in page
     assert "Press" not in page
+
+
+def test_it_lists_the_unsent_campaigns_that_would_reach_these_people(editor_client, world):
+    """Reaching them: a draft on the segment itself, a scheduled one on a
+    segment sharing members. Not: a sent campaign, one that already excludes
+    the segment, one aimed only at people outside it."""
+    segment = world["segment"]
+    newsletter = SegmentFactory._meta.model.objects.get(name="Newsletter")
+    press = SegmentFactory._meta.model.objects.get(name="Press")
+    Status = Campaign.Status
+    draft = CampaignFactory(name="Spring draft", status=Status.DRAFT, audience=segment)
+    CampaignFactory(name="Weekly news", status=Status.SCHEDULED, audience=newsletter)
+    CampaignFactory(name="Last month", status=Status.SENT, audience=segment)
+    CampaignFactory(name="Press only", status=Status.DRAFT, audience=press)
+    CampaignFactory(
+        name="Already out", status=Status.DRAFT, audience=newsletter, excluded=[segment]
+    )
+
+    figures = impact.deletion_impact_figures(segment=segment)
+    assert sorted(c.name for c in figures.campaigns) == ["Spring draft", "Weekly news"]
+    assert figures.campaigns_exact
+    page = text(editor_client.get(impact_url(segment), **HTMX))
+    assert "Spring draft (draft)" in page and "Weekly news (scheduled)" in page
+    assert "Last month" not in page and "Press only" not in page and "Already out" not in page
+    assert (
+        f'href="/campaigns/{draft.pk}/"'
+        in editor_client.get(impact_url(segment), **HTMX).content.decode()
+    )
+
+
+def test_it_says_when_no_unsent_campaign_would_reach_them(editor_client, world):
+    page = text(editor_client.get(impact_url(world["segment"]), **HTMX))
+    assert "none: no draft or scheduled campaign includes these people" in page
 
 
 def test_it_says_when_nobody_is_in_another_segment(editor_client):
