@@ -1,5 +1,6 @@
 from django.urls import path
 
+from segments.deletion import history
 from segments.deletion import views as deletion_views
 
 urlpatterns = [
@@ -24,4 +25,5 @@ urlpatterns = [
         deletion_views.deletion_close,
         name="deletion_close",
     ),
+    path("deletions/", history.deletion_history_page, name="deletion_history"),
 ]

@@ -35,6 +35,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from segments.deletion.notices import deletion_notices_send
 from segments.deletion.services import (
     CONTINUE,
     _AdvisoryLock,
@@ -73,6 +74,8 @@ def deletion_watchdog() -> list[int]:
     An interruption counts as an attempt; a job that was only waiting for
     its first task does not. Returns the ids of the jobs it resumed or failed.
     """
+    # Emails owed for jobs that ended in a process that died before sending.
+    deletion_notices_send()
     now = timezone.now()
     stale = now - timedelta(seconds=settings.DELETION_STALE_AFTER_SECONDS)
     quiet = now - timedelta(seconds=settings.DELETION_GONE_AFTER_SECONDS)
