@@ -32,10 +32,12 @@ class DeletionHistoryFilter(forms.Form):
     before = forms.IntegerField(
         required=False,
         min_value=1,
+        max_value=2**63 - 1,
         widget=forms.HiddenInput,
         error_messages={
             "invalid": "That page address is not valid; showing the newest deletions.",
             "min_value": "That page address is not valid; showing the newest deletions.",
+            "max_value": "That page address is not valid; showing the newest deletions.",
         },
     )
 

@@ -26,6 +26,9 @@ ended with ``pg_terminate_backend`` once the heartbeat is older than
 DELETION_TERMINATE_AFTER_SECONDS and its session has not started a statement
 for DELETION_STALE_AFTER_SECONDS: its batch rolls back, the lock goes with
 the session, and the job is resumed as above.
+
+It also sends the emails owed for jobs that ended in a process that died
+before sending them (``notices.deletion_notices_send``).
 """
 
 import logging

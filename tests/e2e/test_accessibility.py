@@ -65,6 +65,7 @@ def test_the_dashboard_pages_have_no_accessibility_violations(live_server, login
         "/segments/new/",
         f"/segments/{population.segment.pk}/delete-profiles/",
         f"/segments/{population.segment.pk}/delete/",
+        "/segments/deletions/",
         "/profiles/",
         f"/profiles/{population.doomed[0]}/",
         "/campaigns/",

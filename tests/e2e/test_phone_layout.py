@@ -32,6 +32,7 @@ def test_the_pages_a_marketer_uses_fit_a_phone(live_server, login, alice):
         f"/segments/{population.segment.pk}/delete-profiles/",
         f"/segments/{stopped.segment.pk}/",
         "/segments/new/",
+        "/segments/deletions/",
         "/profiles/",
         f"/profiles/{population.doomed[0]}/",
         "/campaigns/",

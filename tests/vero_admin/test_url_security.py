@@ -154,6 +154,7 @@ def test_the_walk_finds_the_dashboard():
         "segments:deletion_resume",
         "segments:deletion_close",
         "segments:deletion_progress",
+        "segments:deletion_history",
         "profiles:list",
         "profiles:detail",
         "messaging:campaign_list",
