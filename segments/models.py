@@ -160,8 +160,17 @@ class DeletionJob(models.Model):
                 name="one_active_deletion_per_segment",
             )
         ]
-        # The deletions page: newest first, optionally of one status.
-        indexes = [models.Index(fields=["status", "-id"], name="deletionjob_status_id_idx")]
+        indexes = [
+            # The deletions page: newest first, optionally of one status.
+            models.Index(fields=["status", "-id"], name="deletionjob_status_id_idx"),
+            # The segment list's running or stopped-part-way deletion of each
+            # segment, without reading its completed ones.
+            models.Index(
+                fields=["segment", "-id"],
+                condition=~Q(status="completed"),
+                name="deletionjob_segment_open_idx",
+            ),
+        ]
 
     def __str__(self):
         return f"Deletion #{self.pk} of {self.segment_name}"

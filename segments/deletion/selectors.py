@@ -168,6 +168,8 @@ def segments_with_deletion_status(segments):
     segment list's own query, whatever the number of rows."""
     open_jobs = (
         DeletionJob.objects.filter(segment=OuterRef("pk"))
+        # Spelled as deletionjob_segment_open_idx's condition, so it is used.
+        .exclude(status=DeletionJob.Status.COMPLETED)
         .filter(
             Q(status__in=DeletionJob.ACTIVE_STATUSES)
             | Q(
