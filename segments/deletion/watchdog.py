@@ -78,7 +78,11 @@ def deletion_watchdog() -> list[int]:
     its first task does not. Returns the ids of the jobs it resumed or failed.
     """
     # Emails owed for jobs that ended in a process that died before sending.
-    deletion_notices_send()
+    # A problem there must not keep the jobs below from being resumed.
+    try:
+        deletion_notices_send()
+    except Exception:
+        logger.exception("Watchdog: sending the deletion emails owed failed")
     now = timezone.now()
     stale = now - timedelta(seconds=settings.DELETION_STALE_AFTER_SECONDS)
     quiet = now - timedelta(seconds=settings.DELETION_GONE_AFTER_SECONDS)
