@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from segments.models import DeletionJob, Segment, SegmentMembership
+from segments.models import DeletionJob, ProfileExport, Segment, SegmentMembership
 from segments.rules import RulesError, rules_validate
 from segments.services import SegmentBusy, segment_delete, segment_request_refresh
 
@@ -103,10 +103,6 @@ class DeletionJobAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-
-# Export before deleting (issue 13): the record of who downloaded whom.
-from segments.models import ProfileExport  # noqa: E402
 
 
 @admin.register(ProfileExport)

@@ -15,7 +15,11 @@ from segments import selectors, services
 from segments.builder import builder_blank, builder_from_post, builder_from_rules, builder_tidy
 from segments.catalogue import catalogue_get
 from segments.counting import builder_preview
-from segments.deletion.selectors import deletion_panel_context, segment_count_context
+from segments.deletion.selectors import (
+    deletion_panel_context,
+    segment_count_context,
+    segments_with_deletion_status,
+)
 from segments.forms import SegmentForm
 from segments.models import Segment, SegmentMembership
 from segments.rules import rules_describe
@@ -45,7 +49,7 @@ def segment_list(request: HttpRequest) -> HttpResponse:
     sort = request.GET.get("sort", "name")
     if sort.removeprefix("-") not in selectors.SORTS:
         sort = "name"
-    segments = selectors.segment_search(query=query, sort=sort)
+    segments = segments_with_deletion_status(selectors.segment_search(query=query, sort=sort))
     page = Paginator(segments, 50).get_page(request.GET.get("page"))
     return render(request, "segments/list.html", {"page": page, "query": query, "sort": sort})
 

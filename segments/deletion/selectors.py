@@ -4,10 +4,17 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import F, Func, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from profiles.models import Event, SubscriptionPreference
-from segments.models import DeletionBatch, DeletionJob, Segment, SegmentMembership
+from segments.models import (
+    DeletionBatch,
+    DeletionJob,
+    DeletionNotice,
+    Segment,
+    SegmentMembership,
+)
 
 DELETE_PERMS = ("segments.view_segment", "segments.change_segment", "profiles.delete_profile")
 
@@ -180,3 +187,64 @@ def _count_or_none(queryset) -> int | None:
             return queryset.count()
     except DatabaseError:
         return None
+
+
+# --- Across segments: the deletions page and the segment list ----------------------
+
+HISTORY_PAGE_SIZE = 50
+# The deletions page's status filter: its values, what they cover, and their labels.
+HISTORY_STATUSES = {
+    "active": ((DeletionJob.Status.PENDING, DeletionJob.Status.RUNNING), "In progress"),
+    "completed": ((DeletionJob.Status.COMPLETED,), "Completed"),
+    "failed": ((DeletionJob.Status.FAILED,), "Failed"),
+    "cancelled": ((DeletionJob.Status.CANCELLED,), "Stopped"),
+}
+
+
+def deletion_history(*, status: str = "", before: int | None = None) -> tuple[list, int | None]:
+    """One page of deletion jobs across segments, newest first, and the id to
+    continue before (None on the last page).
+
+    Keyset by id, never OFFSET: any page costs one index scan of the page's
+    rows (``deletionjob_status_id_idx`` when filtered by status). Each job
+    carries its count of set-aside profiles and the state of its latest
+    notice, computed in the same query.
+    """
+    jobs = DeletionJob.objects.select_related("segment").annotate(
+        set_aside=Func(F("deferred_profile_ids"), function="cardinality"),
+        notice_state=Subquery(
+            DeletionNotice.objects.filter(job=OuterRef("pk"))
+            .order_by("-ending")
+            .values("state")[:1]
+        ),
+    )
+    if status:
+        jobs = jobs.filter(status__in=HISTORY_STATUSES[status][0])
+    if before is not None:
+        jobs = jobs.filter(pk__lt=before)
+    rows = list(jobs.order_by("-id")[: HISTORY_PAGE_SIZE + 1])
+    if len(rows) > HISTORY_PAGE_SIZE:
+        rows = rows[:HISTORY_PAGE_SIZE]
+        return rows, rows[-1].pk
+    return rows, None
+
+
+def segments_with_deletion_status(segments):
+    """Each segment with the status of a deletion that is running, or that
+    stopped part-way and is still open (None otherwise): one subquery in the
+    segment list's own query, whatever the number of rows."""
+    open_jobs = (
+        DeletionJob.objects.filter(segment=OuterRef("pk"))
+        # Spelled as deletionjob_segment_open_idx's condition, so it is used.
+        .exclude(status=DeletionJob.Status.COMPLETED)
+        .filter(
+            Q(status__in=DeletionJob.ACTIVE_STATUSES)
+            | Q(
+                status__in=[DeletionJob.Status.FAILED, DeletionJob.Status.CANCELLED],
+                closed_at__isnull=True,
+                total__gt=F("deleted") + F("skipped"),
+            )
+        )
+        .order_by("-id")
+    )
+    return segments.annotate(deletion_status=Subquery(open_jobs.values("status")[:1]))

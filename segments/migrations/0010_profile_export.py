@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('segments', '0008_deletionjob_closed'),
+        ('segments', '0009_deletionjob_notice'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -37,7 +37,7 @@ def test_every_top_bar_item_is_on_the_screen_and_on_the_bar(live_server, login, 
         page.get_by_role("button", name="Log out"),
         *page.get_by_role("navigation", name="Main").get_by_role("link").all(),
     ]
-    assert len(items) == 7
+    assert len(items) == 8
     for item in items:
         b = box(item)
         assert b["x"] >= 0 and b["x"] + b["width"] <= width, item

@@ -158,6 +158,7 @@ def test_the_walk_finds_the_dashboard():
         "segments:deletion_progress",
         "segments:export_members",
         "segments:deletion_impact",
+        "segments:deletion_history",
         "profiles:list",
         "profiles:detail",
         "profiles:events",
