@@ -1,37 +1,122 @@
+from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from profiles.models import Profile
 
 
 class Campaign(models.Model):
-    """A message sent to a segment. Excluded segments are how a marketer
-    "archives" people instead of deleting them."""
+    """A message to the people of some segments, but those of any excluded
+    segment. Excluding a segment is how a marketer "archives" people instead
+    of deleting them; the audience is fixed once the campaign is sent."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SCHEDULED = "scheduled", "Scheduled"
+        SENT = "sent", "Sent"
 
     name = models.CharField(max_length=200)
     subject = models.CharField(max_length=255, blank=True)
-    audience = models.ForeignKey(
-        "segments.Segment",
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="campaigns",
-        verbose_name="audience segment",
-    )
-    excluded_segments = models.ManyToManyField(
-        "segments.Segment", blank=True, related_name="excluded_from_campaigns"
-    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status"], name="campaign_status_idx")]
 
     def __str__(self):
         return self.name
 
     def get_absolute_url(self):
         return reverse("messaging:campaign_detail", args=[self.pk])
+
+    @property
+    def audience_editable(self):
+        """A sent campaign keeps the audience it was sent to, for its report."""
+        return self.status != self.Status.SENT
+
+
+class AudienceSegment(models.Model):
+    """One segment of a campaign's audience: included, or excluded.
+
+    A segment is in a campaign's audience once, in one mode (the unique
+    constraint): "both included and excluded" cannot be stored. Exclusion
+    wins over inclusion: someone in an included and an excluded segment is
+    not sent to.
+    """
+
+    class Mode(models.TextChoices):
+        INCLUDE = "include", "Included"
+        EXCLUDE = "exclude", "Excluded"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="audience")
+    segment = models.ForeignKey(
+        "segments.Segment", on_delete=models.CASCADE, related_name="campaign_audiences"
+    )
+    mode = models.CharField(max_length=10, choices=Mode.choices)
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["mode", "segment__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "segment"], name="audience_segment_once")
+        ]
+        indexes = [models.Index(fields=["segment", "mode"], name="audience_segment_idx")]
+
+    def __str__(self):
+        return f"{self.get_mode_display()}: segment {self.segment_id} in {self.campaign_id}"
+
+
+class AudienceChange(models.Model):
+    """Who changed a campaign's audience, when, and how: the audit trail the
+    campaign page shows. ``before`` and ``after`` are the segment's mode
+    ("" when it was not in the audience), which is all an undo needs. The
+    segment's name is kept, so the record reads the same after the segment
+    is deleted."""
+
+    class Kind(models.TextChoices):
+        EDIT = "edit", "Edited on the campaign page"
+        ARCHIVE = "archive", "Excluded instead of deleting its profiles"
+        UNDO = "undo", "Undone"
+        SEGMENT_DELETED = "segment_deleted", "The segment was deleted"
+
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="audience_changes"
+    )
+    segment = models.ForeignKey(
+        "segments.Segment", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    segment_name = models.CharField(max_length=200)
+    before = models.CharField(max_length=10, choices=AudienceSegment.Mode.choices, blank=True)
+    after = models.CharField(max_length=10, choices=AudienceSegment.Mode.choices, blank=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.EDIT)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    changed_by_username = models.CharField("changed by", max_length=150, blank=True)
+    changed_at = models.DateTimeField(default=timezone.now)
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self):
+        return f"{self.changed_by_username}: {self.describe()}"
+
+    def describe(self) -> str:
+        """The change in plain words: "excluded Churned", "stopped excluding Churned"."""
+        verbs = {
+            ("", "include"): "included",
+            ("", "exclude"): "excluded",
+            ("include", ""): "stopped including",
+            ("exclude", ""): "stopped excluding",
+            ("include", "exclude"): "excluded (instead of including)",
+            ("exclude", "include"): "included (instead of excluding)",
+        }
+        return f"{verbs.get((self.before, self.after), 'changed')} {self.segment_name}"
 
 
 class Message(models.Model):

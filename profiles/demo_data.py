@@ -68,7 +68,10 @@ def insert_profiles(*, count: int, start: int) -> None:
                        'signed_up_at', to_char(created, 'YYYY-MM-DD')),
                    CASE WHEN roll < 10 THEN ARRAY['vip'] ELSE ARRAY[]::varchar[] END,
                    roll >= 12,
-                   CASE WHEN roll < 12 THEN created + interval '30 days' END,
+                   -- Unsubscribed a month after signing up, or half-way
+                   -- to today for someone newer: never in the future.
+                   CASE WHEN roll < 12 THEN LEAST(created + interval '30 days',
+                                                  created + (now() - created) / 2) END,
                    created, created
             FROM picked
             """,
@@ -97,15 +100,22 @@ def insert_events(*, min_id: int, max_id: int, per_profile: int | None) -> int:
             SELECT p.id,
                    (%(names)s::text[])[1 + abs(hashint8(p.id * 64 + s)) %% %(n_names)s],
                    jsonb_build_object('source', CASE WHEN s %% 3 = 0 THEN 'web' ELSE 'app' END),
-                   -- profile 7's activity stops 7 days earlier than profile 6's,
-                   -- so "inactive for 90 days" catches a real share of people.
-                   now() - make_interval(
-                       days => ((p.id %% 13) * 10 + abs(hashint8(p.id + s)) %% 60)::int,
-                       secs => abs(hashint8(p.id * 3 + s)) %% 86400),
+                   -- profile 7's activity stops 10 days earlier than profile 6's,
+                   -- so "inactive for 90 days" catches a real share of people;
+                   -- nobody acts before signing up: a newer profile's events
+                   -- fall between its creation and now.
+                   CASE WHEN t.at >= p.created_at THEN t.at
+                        ELSE p.created_at + (now() - p.created_at)
+                             * ((abs(hashint8(p.id * 5 + s)) %% 1000) / 1000.0) END,
                    now()
             FROM profiles_profile p
             CROSS JOIN LATERAL generate_series(
                 1, COALESCE(%(per)s, 10 + abs(hashint8(p.id)) %% 41)) AS s
+            CROSS JOIN LATERAL (
+                SELECT now() - make_interval(
+                    days => ((p.id %% 13) * 10 + abs(hashint8(p.id + s)) %% 60)::int,
+                    secs => abs(hashint8(p.id * 3 + s)) %% 86400) AS at
+            ) AS t
             WHERE p.id BETWEEN %(lo)s AND %(hi)s
             """,
             {
@@ -125,7 +135,7 @@ def insert_preferences(*, min_id: int, max_id: int) -> int:
             """
             INSERT INTO profiles_subscriptionpreference (profile_id, topic, subscribed, changed_at)
             SELECT p.id, t.topic, abs(hashint8(p.id * 5 + t.i)) %% 4 <> 0,
-                   p.created_at + interval '1 day'
+                   LEAST(p.created_at + interval '1 day', now())
             FROM profiles_profile p
             CROSS JOIN unnest(%(topics)s::text[]) WITH ORDINALITY AS t(topic, i)
             WHERE p.id BETWEEN %(lo)s AND %(hi)s

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from segments.models import DeletionJob, Segment, SegmentMembership
+from segments.models import DeletionJob, ProfileExport, Segment, SegmentMembership
 from segments.rules import RulesError, rules_validate
 from segments.services import SegmentBusy, segment_delete, segment_request_refresh
 
@@ -91,6 +91,36 @@ class DeletionJobAdmin(admin.ModelAdmin):
     )
     list_filter = ("status",)
     search_fields = ("segment_name", "created_by_username")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ProfileExport)
+class ProfileExportAdmin(admin.ModelAdmin):
+    """Who downloaded a segment's members as a CSV: read-only, like the
+    deletion audit. It names the marketer and the segment, never a member."""
+
+    list_display = (
+        "created_at",
+        "username",
+        "segment_name",
+        "expected_count",
+        "rows_exported",
+        "status",
+        "finished_at",
+    )
+    list_filter = ("status",)
+    search_fields = ("segment_name", "username")
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in self.model._meta.fields]

@@ -169,6 +169,17 @@ class DeletionJob(models.Model):
                 name="one_active_deletion_per_segment",
             )
         ]
+        indexes = [
+            # The deletions page: newest first, optionally of one status.
+            models.Index(fields=["status", "-id"], name="deletionjob_status_id_idx"),
+            # The segment list's running or stopped-part-way deletion of each
+            # segment, without reading its completed ones.
+            models.Index(
+                fields=["segment", "-id"],
+                condition=~Q(status="completed"),
+                name="deletionjob_segment_open_idx",
+            ),
+        ]
 
     def __str__(self):
         return f"Deletion #{self.pk} of {self.segment_name}"
@@ -257,3 +268,92 @@ class DeletionBatch(models.Model):
 
     def __str__(self):
         return f"{self.profiles} profiles in {self.duration_ms} ms"
+
+
+class ProfileExport(models.Model):
+    """Who downloaded the members of a segment as a CSV, and when.
+
+    The audit of "Export before deleting". It names the marketer and the
+    segment, never a member: the file itself leaves the system on purpose,
+    and nothing here is a copy of it. Written before the first byte is sent,
+    so a download that is interrupted (or a server that dies mid-stream) is
+    still on record; ``rows_exported`` and ``finished_at`` say how far it got.
+    """
+
+    class Status(models.TextChoices):
+        STARTED = "started", "Started"
+        COMPLETED = "completed", "Completed"
+        INTERRUPTED = "interrupted", "Interrupted"
+        REFUSED = "refused", "Refused (the segment was refreshed)"
+
+    segment = models.ForeignKey(
+        Segment, on_delete=models.SET_NULL, null=True, blank=True, related_name="exports"
+    )
+    segment_name = models.CharField("segment name at download", max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    username = models.CharField("downloaded by", max_length=150)
+    membership_token = models.CharField("membership stamp", max_length=64)
+    expected_count = models.PositiveIntegerField("profiles the dialog showed")
+    rows_exported = models.PositiveIntegerField("profiles in the file", null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.STARTED)
+    created_at = models.DateTimeField("downloaded at", auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.username}: {self.segment_name} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+class DeletionNotice(models.Model):
+    """The email owed to whoever confirmed a job, one per ending of the job.
+
+    Written in the transaction that ends the job (``_finish``), so an ending
+    without its notice cannot exist, whatever kills the worker afterwards; a
+    sender claims it atomically before sending (see
+    ``segments.deletion.notices``). It holds counts only: the recipient's
+    address is read from the user at send time, and nothing here names a
+    deleted person.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Not sent yet"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Could not be sent"
+        NO_RECIPIENT = "no_recipient", "No email address"
+
+    job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="notices")
+    # 1 for the job's first ending; a job resumed after failing ends again.
+    ending = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=DeletionJob.Status.choices)
+    total = models.PositiveIntegerField()
+    deleted = models.PositiveIntegerField()
+    skipped = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    # A sender owns the notice until then; after it, the notice is free to
+    # be taken again (a sender killed mid-send, or a retry after a failure).
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # The last failure's exception class (never its text: it may quote the
+    # message or the address).
+    error = models.CharField(max_length=200, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "ending"], name="one_notice_per_job_ending")
+        ]
+        indexes = [
+            models.Index(
+                fields=["claimed_until"],
+                condition=Q(state="pending"),
+                name="deletionnotice_pending_idx",
+            )
+        ]
+
+    def __str__(self):
+        return f"Notice {self.ending} of deletion #{self.job_id}: {self.state}"

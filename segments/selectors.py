@@ -1,8 +1,9 @@
 """Reads for the segment pages."""
 
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import F, OuterRef, Subquery
 
 from profiles.models import Event, Profile
+from profiles.selectors import profile_search_filter
 from segments.models import Segment, SegmentMembership
 
 # ?sort= values of the segment list, and what they order by.
@@ -25,8 +26,9 @@ def segment_members(*, segment: Segment, query: str = ""):
     """The members, with their profile and the time of their last event, for
     keyset pagination by profile id (the membership's unique index).
 
-    ``query`` finds a person the way the profile list does: an exact user id
-    or the start of an email address, ignoring case.
+    ``query`` finds a person the way the profile list does: any part of an
+    email, user id or attribute value, ignoring case, through the profiles'
+    trigram index (an exact user id or email when it is too short for it).
     """
     last_event = Event.objects.filter(profile=OuterRef("profile_id")).order_by("-occurred_at")
     members = (
@@ -35,7 +37,7 @@ def segment_members(*, segment: Segment, query: str = ""):
         .annotate(last_event_at=Subquery(last_event.values("occurred_at")[:1]))
     )
     if query:
-        members = _search(members, query, prefix="profile__")
+        members = members.filter(profile_search_filter(query=query, prefix="profile__"))
     return members
 
 
@@ -43,19 +45,4 @@ def segment_non_member(*, segment: Segment, query: str) -> Profile | None:
     """A profile that matches ``query`` but is not in the segment: what the
     page names when a search of the members finds nobody."""
     profiles = Profile.objects.exclude(memberships__segment=segment).order_by("pk")
-    return _search(profiles, query).first()
-
-
-def _search(queryset, query: str, *, prefix: str = ""):
-    """Exact matches first, by index: a user id, or a whole email address as
-    typed or in lower case. Only when there is none, the start of an email
-    address ignoring case, which scans the profiles (about a second for a
-    million)."""
-    exact = (
-        Q(**{f"{prefix}user_id": query})
-        | Q(**{f"{prefix}email": query})
-        | Q(**{f"{prefix}email": query.lower()})
-    )
-    if queryset.filter(exact).exists():
-        return queryset.filter(exact)
-    return queryset.filter(**{f"{prefix}email__istartswith": query})
+    return profiles.filter(profile_search_filter(query=query)).first()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from segments import views
+from segments import archive, views
 from segments.deletion import urls as deletion_urls
 
 app_name = "segments"
@@ -14,5 +14,6 @@ urlpatterns = [
     path("<int:pk>/delete/", views.segment_delete, name="delete"),
     path("<int:pk>/refresh/", views.segment_refresh, name="refresh"),
     path("<int:pk>/refresh/status/", views.segment_refresh_status, name="refresh_status"),
+    path("<int:pk>/archive-instead/", archive.archive_instead, name="archive_instead"),
 ]
 urlpatterns += deletion_urls.urlpatterns

@@ -1,3 +1,5 @@
+from functools import partial
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -7,16 +9,22 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from messaging.selectors import segment_campaign_usage
+from profiles.forms import ProfileSearchForm
 from segments import selectors, services
 from segments.builder import builder_blank, builder_from_post, builder_from_rules, builder_tidy
 from segments.catalogue import catalogue_get
 from segments.counting import builder_preview
-from segments.deletion.selectors import deletion_panel_context
+from segments.deletion.selectors import (
+    deletion_panel_context,
+    segment_count_context,
+    segments_with_deletion_status,
+)
 from segments.forms import SegmentForm
-from segments.models import Segment
+from segments.models import Segment, SegmentMembership
 from segments.rules import rules_describe
 from vero_admin.access import require_perms
-from vero_admin.pagination import keyset_page
+from vero_admin.pagination import SEARCH_COUNT_CAP, Total, count_capped, keyset_page
 
 
 def _get_segment_for_user(
@@ -41,7 +49,7 @@ def segment_list(request: HttpRequest) -> HttpResponse:
     sort = request.GET.get("sort", "name")
     if sort.removeprefix("-") not in selectors.SORTS:
         sort = "name"
-    segments = selectors.segment_search(query=query, sort=sort)
+    segments = segments_with_deletion_status(selectors.segment_search(query=query, sort=sort))
     page = Paginator(segments, 50).get_page(request.GET.get("page"))
     return render(request, "segments/list.html", {"page": page, "query": query, "sort": sort})
 
@@ -64,24 +72,40 @@ def segment_create(request: HttpRequest) -> HttpResponse:
 def segment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     segment = _get_segment_for_user(request, pk)
     context = {"segment": segment, **_members_context(request, segment)}
+    status = 400 if context["search_invalid"] else 200  # a bad member search
     if request.htmx and request.htmx.target == "members":
-        return render(request, "segments/detail.html#members", context)
+        return render(request, "segments/detail.html#members", context, status=status)
     context["rules"] = rules_describe(segment.rules)
     context.update(deletion_panel_context(segment=segment, user=request.user))
-    return render(request, "segments/detail.html", context)
+    context["campaign_usage"] = segment_campaign_usage(segment=segment)
+    return render(request, "segments/detail.html", context, status=status)
 
 
 def _members_context(request: HttpRequest, segment: Segment) -> dict:
     """The members table: one page by profile id, and no COUNT(*) over the
-    membership (the page shows the count stored at refresh)."""
-    query = request.GET.get("q", "").strip()
-    page = keyset_page(
-        selectors.segment_members(segment=segment, query=query), request, key="profile_id"
-    )
+    whole membership (the page shows the count stored at refresh; a search
+    counts its matches up to a cap)."""
+    form = ProfileSearchForm.from_request(request)
+    context = form.search_context()
+    query = context["query"]
+    if not form.is_valid():
+        members, total = SegmentMembership.objects.none(), None
+    elif query:
+        members = selectors.segment_members(segment=segment, query=query)
+        total = partial(count_capped, members, cap=SEARCH_COUNT_CAP)
+    else:
+        members = selectors.segment_members(segment=segment)
+        total = None if segment.member_count is None else Total(segment.member_count)
+    page = keyset_page(members, request, key="profile_id", total=total, noun="members")
     non_member = None
     if query and not page.object_list and page.is_first:
         non_member = selectors.segment_non_member(segment=segment, query=query)
-    return {"members": page, "query": query, "non_member": non_member}
+    exact = context["exact_match"]
+    if exact is not None:
+        context["exact_in_segment"] = SegmentMembership.objects.filter(
+            segment=segment, profile=exact
+        ).exists()
+    return {**context, "members": page, "non_member": non_member}
 
 
 @require_http_methods(["GET", "POST"])
@@ -174,7 +198,7 @@ def segment_delete(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, f"Deleted the segment “{name}”. Its profiles were kept.")
             return redirect("segments:list")
-    context = {"segment": segment, "campaigns": segment.campaigns.all(), "error": error}
+    context = {"segment": segment, **segment_campaign_usage(segment=segment), "error": error}
     return render(request, "segments/delete.html", context, status=status)
 
 
@@ -206,7 +230,8 @@ def segment_refresh_status(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _refresh_status(request: HttpRequest, segment: Segment) -> HttpResponse:
-    response = render(request, "segments/detail.html#refresh-status", {"segment": segment})
+    context = {"segment": segment, **segment_count_context(segment=segment)}
+    response = render(request, "segments/detail.html#refresh-status", context)
     if request.htmx and not segment.is_refreshing:
         # Done: the members table listens for this and reloads itself.
         response["HX-Trigger"] = "segment-refreshed"

@@ -1,4 +1,6 @@
 from django.conf import settings
+from django.http import Http404
+from django.urls import Resolver404, get_resolver
 
 # Everything the dashboard loads comes from our own origin: htmx and the
 # stylesheet are static files served by whitenoise, and there is no inline
@@ -27,3 +29,44 @@ class ContentSecurityPolicyMiddleware:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", self.policy)
         return response
+
+
+class NotFoundPageMiddleware:
+    """Answer a missing page with the site's 404 page even when DEBUG is on.
+
+    The demo (``make run``: ``serve`` starts ``runserver``) runs with DEBUG
+    on, and there Django answers an Http404 with its technical page, which
+    lists every URL pattern of the site: no help to a marketer who followed
+    an old link (a deleted profile's page says nothing about the deletion),
+    and a map of the site for anyone. With DEBUG off Django already calls
+    ``handler404``; this middleware makes DEBUG do the same for both kinds of
+    404, so what the demo shows is what production shows:
+
+    - a view that raises Http404 (``process_exception``, before Django's own
+      handling turns it into the technical page);
+    - a path no pattern matches: resolution fails before any view, so there
+      is no exception to catch here, but ``request.resolver_match`` stays
+      None; the technical page is replaced by ours.
+
+    It sits last in MIDDLEWARE, inside CommonMiddleware, which still sees the
+    404 and redirects ``/segments`` to ``/segments/`` (APPEND_SLASH).
+    Tracebacks of 500s are left to DEBUG: they are what a developer needs.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if settings.DEBUG and response.status_code == 404 and request.resolver_match is None:
+            return self._page_not_found(request, Resolver404({"path": request.path_info}))
+        return response
+
+    def process_exception(self, request, exception):
+        if settings.DEBUG and isinstance(exception, Http404):
+            return self._page_not_found(request, exception)
+        return None
+
+    def _page_not_found(self, request, exception):
+        callback = get_resolver(getattr(request, "urlconf", None)).resolve_error_handler(404)
+        return callback(request, exception)

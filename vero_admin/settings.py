@@ -57,6 +57,41 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_email(name: str, default: str) -> str:
+    """An address, optionally with a display name ("Name <a@b.example>")."""
+    from email.utils import parseaddr
+
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    _, address = parseaddr(raw)
+    if "@" not in address or any(c.isspace() for c in address):
+        raise ImproperlyConfigured(f"{name} must be an email address; got {raw!r}")
+    return raw.strip()
+
+
+def env_site_url(name: str, *, debug: bool, allowed_hosts: list[str]) -> str:
+    """The site's own URL (scheme and host, no trailing slash). Without it,
+    development links to the local server and production to the first host
+    of ALLOWED_HOSTS over https; a wildcard host cannot be linked to."""
+    from urllib.parse import urlsplit
+
+    raw = os.environ.get(name)
+    if raw is None:
+        if debug:
+            return f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
+        host = next(iter(allowed_hosts), "")
+        if not host or host.startswith(".") or "*" in host:
+            raise ImproperlyConfigured(
+                f"{name} must be set when DEBUG is off and ALLOWED_HOSTS starts with {host!r}."
+            )
+        return f"https://{host}"
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ImproperlyConfigured(f"{name} must be like https://admin.example.com; got {raw!r}")
+    return raw.strip().rstrip("/")
+
+
 DEBUG = env_bool("DEBUG", True)
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
@@ -97,6 +132,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: a missing page gets the site's 404 page even with DEBUG on (see its docstring).
+    "vero_admin.middleware.NotFoundPageMiddleware",
 ]
 
 ROOT_URLCONF = "vero_admin.urls"
@@ -266,6 +303,37 @@ if env_bool("Q_SYNC", False):
     Q_CLUSTER["sync"] = True
 
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "demo")
+
+# Email: the person who confirmed a deletion hears when it ends. Without
+# EMAIL_HOST, emails are printed by the process that sends them (the worker's
+# output under `make run`); with it, they go out over SMTP.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+# STARTTLS on 587 unless told otherwise; EMAIL_USE_SSL=1 for TLS from the start (465).
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", bool(EMAIL_HOST) and not EMAIL_USE_SSL)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("Set one of EMAIL_USE_TLS and EMAIL_USE_SSL, not both.")
+EMAIL_PORT = env_int("EMAIL_PORT", 465 if EMAIL_USE_SSL else 587)
+# Seconds per network operation: a send never holds a worker for long.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 20)
+if os.environ.get("EMAIL_FILE_PATH"):
+    EMAIL_FILE_PATH = os.environ["EMAIL_FILE_PATH"]
+DEFAULT_FROM_EMAIL = env_email("DEFAULT_FROM_EMAIL", "vero_admin <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# The address of this dashboard as its users reach it, for links in emails.
+SITE_URL = env_site_url("SITE_URL", debug=DEBUG, allowed_hosts=ALLOWED_HOSTS)
+# A sender owns a deletion notice this long (far more than a send takes); a
+# notice whose sender died is sent by the next sweep after that. A failed
+# send is tried again DELETION_NOTICE_RETRY_SECONDS later, three times in all.
+DELETION_NOTICE_LEASE_SECONDS = env_int("DELETION_NOTICE_LEASE_SECONDS", 10 * EMAIL_TIMEOUT)
+DELETION_NOTICE_RETRY_SECONDS = env_int("DELETION_NOTICE_RETRY_SECONDS", 300)
 
 LOGGING = {
     "version": 1,

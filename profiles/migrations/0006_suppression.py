@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('profiles', '0004_admin_log_object_index'),
+        ('profiles', '0005_profile_search_trigram'),
     ]
 
     operations = [

@@ -56,6 +56,8 @@ class BenchConfig:
     http: bool = True
     prefix: str = "vero_bench"
     keep: bool = False
+    repeat: int = 3
+    phases: bool = True
 
 
 @dataclass
@@ -340,12 +342,16 @@ def _snapshot_ids_of_job(job_id):
     return "SELECT profile_id FROM segments_deletionjobprofile WHERE job_id = %s", [job_id]
 
 
-def run_floor(dbs: Databases, name: str, log) -> dict:
-    """The same erasure as one set-based transaction: the physical limit."""
+@contextmanager
+def _floor_copy(dbs: Databases, name: str):
+    """A fresh copy with the job and its snapshot as ``deletion_start`` makes
+    them (not timed); yields (job, finish), where ``finish(figures)`` adds
+    the end-state checks to a floor's figures."""
     dbs.recreate(name, template=dbs.template)
     with dbs.use(name):
         from django.contrib.auth.models import User
 
+        from segments.deletion.services import _snapshot_membership
         from segments.models import DeletionJob, Segment
 
         segment = Segment.objects.get(name=BENCH_SEGMENT)
@@ -357,12 +363,29 @@ def run_floor(dbs: Databases, name: str, log) -> dict:
             created_by_username=user.username,
             status="completed",
         )
-        from segments.deletion.services import _snapshot_membership
-
-        total = _snapshot_membership(job=job, segment=segment)
+        job.total = _snapshot_membership(job=job, segment=segment)
         doomed_sql, params = _snapshot_ids_of_job(job.pk)
         before = survivor_checksums(doomed_sql, params)
         counts_before = campaign_counts()
+
+        def finish(figures):
+            connections.close_all()
+            figures.update(
+                survivors_unchanged=survivor_checksums(
+                    doomed_sql, params, max_profile_id=before["max_profile_id"]
+                )
+                == before,
+                campaign_counts_unchanged=campaign_counts() == counts_before,
+                leftovers=leftovers(doomed_sql, params),
+            )
+            return figures
+
+        yield job, finish
+
+
+def run_floor(dbs: Databases, name: str, log) -> dict:
+    """The same erasure as one transaction of joins against the snapshot."""
+    with _floor_copy(dbs, name) as (job, finish):
         snap = "segments_deletionjobprofile"
         # The same work as a batch, set-based over the whole snapshot: the
         # activity of the person's messages too, click URLs cut down, kept
@@ -400,20 +423,52 @@ def run_floor(dbs: Databases, name: str, log) -> dict:
                 rows.append(cursor.rowcount)
             cursor.execute("COMMIT")
         seconds = time.monotonic() - t0
-        log(f"  floor: {total:,} profiles in {seconds:.2f}s")
-        result = {
-            "seconds": round(seconds, 3),
-            "profiles": rows[-1],
-            "events": rows[2],
-            "activity_anonymized": rows[0],
-            "survivors_unchanged": survivor_checksums(
-                doomed_sql, params, max_profile_id=before["max_profile_id"]
-            )
-            == before,
-            "campaign_counts_unchanged": campaign_counts() == counts_before,
-            "leftovers": leftovers(doomed_sql, params),
-        }
-    return result
+        log(f"  floor (joins): {job.total:,} profiles in {seconds:.2f}s")
+        return finish(
+            {
+                "seconds": round(seconds, 3),
+                "profiles": rows[-1],
+                "events": rows[2],
+                "activity_anonymized": rows[0],
+            }
+        )
+
+
+def run_floor_plpgsql(dbs: Databases, name: str, log, *, batch_sizes=None) -> dict:
+    """The erasure_plan() statements in PL/pgSQL: batched with a COMMIT each
+    (``batch_sizes`` given: the sizes our job used), or one transaction over
+    the array of every id."""
+    from segments.deletion import benchmark_floors as floors
+
+    with _floor_copy(dbs, name) as (job, finish):
+        with connection.cursor() as cursor:
+            steps = floors.erasure_steps(cursor)
+        if batch_sizes is None:
+            block = floors.array_block(job_id=job.pk, steps=steps)
+        else:
+            block = floors.loop_block(job_id=job.pk, sizes=batch_sizes, steps=steps)
+        connections.close_all()
+        seconds, report = floors.run_block(dbs._params(name), block)
+        labels = [label for label, _ in steps]
+        counts = dict(zip(labels, report["counts"], strict=True))
+        step_ms = {label: round(ms, 1) for label, ms in zip(labels, report["step_ms"], strict=True)}
+        batch_ms = report["batch_ms"]
+        kind = "loop" if batch_sizes is not None else "array"
+        log(f"  floor ({kind}): {job.total:,} profiles in {seconds:.2f}s")
+        return finish(
+            {
+                "seconds": round(seconds, 3),
+                "profiles": counts["profiles.profile"],
+                "events": counts.get("profiles.event", 0),
+                "activity_anonymized": counts.get("messaging.messageactivity", 0),
+                "batches": len(batch_ms),
+                "mean_batch_ms": round(statistics.mean(batch_ms), 1) if batch_ms else None,
+                "longest_batch_ms": round(max(batch_ms), 1) if batch_ms else None,
+                # Milliseconds summed over the run, per statement of the plan.
+                "step_ms": step_ms,
+                "lock_ms": round(report["lock_ms"], 1),
+            }
+        )
 
 
 NAIVE_CHILD = r"""
@@ -753,7 +808,12 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
 
     with dbs.use(name):
         job = DeletionJob.objects.get(pk=job.pk)
-        batch_ms = list(DeletionBatch.objects.filter(job=job).values_list("duration_ms", flat=True))
+        batch_log = list(
+            DeletionBatch.objects.filter(job=job)
+            .order_by("id")
+            .values_list("profiles", "duration_ms")
+        )
+        batch_ms = [ms for _, ms in batch_log]
         seconds = (job.finished_at - job.started_at).total_seconds()
         figures.update(
             status=job.status,
@@ -767,6 +827,7 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
             events_per_s=round(job.events_deleted / seconds) if seconds else None,
             activity_per_s=round(job.activity_anonymized / seconds) if seconds else None,
             batches=len(batch_ms),
+            batch_sizes=[size for size, _ in batch_log],
             longest_batch_ms=max(batch_ms, default=0),
             p95_batch_ms=percentile(batch_ms, 95),
             mean_batch_ms=round(statistics.mean(batch_ms), 1) if batch_ms else None,
@@ -786,46 +847,139 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
 # --- the whole run --------------------------------------------------------------
 
 
+CONTENDERS = {
+    "ours": "ours (qcluster job)",
+    "floor_loop": "floor: PL/pgSQL loop, our batches",
+    "floor_array": "floor: one txn over id array",
+    "floor_join": "floor: one txn, joins",
+}
+FLOORS = ("floor_loop", "floor_array", "floor_join")
+
+
+def spread(values) -> dict:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "n": len(values),
+    }
+
+
 def benchmark_deletion(config: BenchConfig, log=print) -> dict:
     dbs = Databases(config.prefix)
     started = time.monotonic()
     log(f"Building {config.profiles:,} profiles x {config.events_per_profile} events…")
     data = build_template(config, dbs, log)
-    names = {k: f"{config.prefix}_{k}" for k in ("ours", "floor", "naive")}
+    names = {k: f"{config.prefix}_{k}" for k in ("ours", *FLOORS, "naive", "phases")}
     result = {"data": data, "machine": machine_info(dbs)}
+    runs = {key: [] for key in CONTENDERS}
+
+    def done(name):
+        if not config.keep:
+            dbs.drop(name)
+
     try:
-        # Throughput on a quiet machine, like the floor; then the same job
-        # again while the pages and the API are under load, for latency.
-        result["ours"] = run_ours(config, dbs, names["ours"], log, http=False)
-        if not config.keep:
-            dbs.drop(names["ours"])
+        # Rounds alternate the contenders on fresh copies of the template, so
+        # a slow minute of a loaded machine falls on all of them alike. The
+        # loop floor takes the batch sizes our job chose in the same round.
+        for i in range(config.repeat):
+            log(f"Round {i + 1} of {config.repeat}")
+            ours = run_ours(config, dbs, names["ours"], log, http=False)
+            runs["ours"].append(ours)
+            done(names["ours"])
+            runs["floor_loop"].append(
+                run_floor_plpgsql(
+                    dbs, names["floor_loop"], log, batch_sizes=ours["batch_sizes"] or [1000]
+                )
+            )
+            done(names["floor_loop"])
+            runs["floor_array"].append(run_floor_plpgsql(dbs, names["floor_array"], log))
+            done(names["floor_array"])
+            runs["floor_join"].append(run_floor(dbs, names["floor_join"], log))
+            done(names["floor_join"])
         if config.http:
-            loaded = run_ours(config, dbs, names["ours"], log, http=True)
-            if not config.keep:
-                dbs.drop(names["ours"])
-            result["ours_under_load"] = loaded
-            result["ours"]["latency"] = loaded["latency"]
-        result["floor"] = run_floor(dbs, names["floor"], log)
-        if not config.keep:
-            dbs.drop(names["floor"])
+            # The same job again while the pages and the API are under load.
+            result["ours_under_load"] = run_ours(config, dbs, names["ours"], log, http=True)
+            done(names["ours"])
+        if config.phases:
+            result["phases"] = run_phases(dbs, names["phases"], log)
+            done(names["phases"])
         if config.naive:
             result["naive"] = run_naive(dbs, names["naive"], log)
-            if not config.keep:
-                dbs.drop(names["naive"])
+            done(names["naive"])
     finally:
         if not config.keep:
             for name in [*names.values(), dbs.template]:
                 dbs.drop(name)
-    ours, floor = result["ours"], result["floor"]
+    result["runs"] = runs
+    result["summary"] = {key: spread([r["seconds"] for r in runs[key]]) for key in CONTENDERS}
+    # The run of ours with the median time stands for ours in the details.
+    median_ours = sorted(runs["ours"], key=lambda r: r["seconds"])[(config.repeat - 1) // 2]
+    latency = result.get("ours_under_load", {}).get("latency", {})
+    result["ours"] = {**median_ours, "latency": latency}
+    result["floor"] = runs["floor_join"][0]
+    summary = result["summary"]
+    best = min(FLOORS, key=lambda key: summary[key]["median"])
+    ours_s = summary["ours"]["median"]
     result["ratios"] = {
-        "ours_over_floor": _ratio(ours["seconds"], floor["seconds"]),
-        "naive_over_ours": _ratio(result.get("naive", {}).get("seconds"), ours["seconds"]),
-        "seconds_per_10k_profiles": _ratio(ours["seconds"] * 10_000, ours["deleted"]),
+        "best_floor": best,
+        "ours_over_best_floor": _ratio(ours_s, summary[best]["median"]),
+        **{f"ours_over_{key}": _ratio(ours_s, summary[key]["median"]) for key in FLOORS},
+        "naive_over_ours": _ratio(result.get("naive", {}).get("seconds"), ours_s),
+        "seconds_per_10k_profiles": _ratio(ours_s * 10_000, result["ours"]["deleted"]),
     }
     result["verified"] = verified(result)
     result["config"] = config.__dict__
     result["wall_s"] = round(time.monotonic() - started, 1)
     return result
+
+
+def run_phases(dbs: Databases, name: str, log) -> dict:
+    """Our job once more, run in this process with every statement timed
+    (see ``benchmark_phases``), to say where a batch's time goes."""
+    from django.test.utils import override_settings
+
+    dbs.recreate(name, template=dbs.template)
+    with dbs.use(name):
+        from django.contrib.auth.models import Group, User
+
+        from segments.deletion.benchmark_phases import profile_job, round_trip_ms
+        from segments.deletion.services import deletion_start
+        from segments.models import DeletionJob, Segment
+
+        segment = Segment.objects.get(name=BENCH_SEGMENT)
+        user = User.objects.create_user("bench-phases")
+        user.groups.add(Group.objects.get(name="Editors"))
+        job = deletion_start(
+            segment=segment,
+            user=user,
+            typed_name=segment.name,
+            expected_count=segment.member_count,
+        ).job
+        doomed_sql, params = _snapshot_ids_of_job(job.pk)
+        before = survivor_checksums(doomed_sql, params)
+        counts_before = campaign_counts()
+        # As in production (DEBUG off): no query log kept by Django.
+        with override_settings(DEBUG=False):
+            trip = round_trip_ms()
+            figures = profile_job(job.pk)
+        job = DeletionJob.objects.get(pk=job.pk)
+        figures.update(
+            round_trip_ms=round(trip, 3),
+            status=job.status,
+            deleted=job.deleted,
+            survivors_unchanged=survivor_checksums(
+                doomed_sql, params, max_profile_id=before["max_profile_id"]
+            )
+            == before,
+            campaign_counts_unchanged=campaign_counts() == counts_before,
+            leftovers=leftovers(doomed_sql, params),
+        )
+    log(
+        f"  phases: {figures['batches']} batches, {figures['mean_batch_ms']} ms each, "
+        f"{figures['round_trips_per_batch']} round trips per batch"
+    )
+    return figures
 
 
 def _ratio(a, b):
@@ -836,14 +990,16 @@ def _ratio(a, b):
 
 def verified(result) -> bool:
     ok = True
-    for name in ("ours", "ours_under_load", "floor", "naive"):
-        part = result.get(name)
-        if not part:
-            continue
+    parts = [result.get("ours_under_load"), result.get("naive")]
+    parts += [run for runs in result.get("runs", {}).values() for run in runs]
+    for part in filter(None, parts):
         ok &= part["survivors_unchanged"] and part["campaign_counts_unchanged"]
         ok &= not any(part["leftovers"].values())
-    for name in ("ours", "ours_under_load"):
-        ours = result.get(name)
+    phases = result.get("phases")
+    if phases:
+        ok &= phases["status"] == "completed" and phases["survivors_unchanged"]
+        ok &= phases["campaign_counts_unchanged"] and not any(phases["leftovers"].values())
+    for ours in [*result.get("runs", {}).get("ours", []), result.get("ours_under_load")]:
         if ours:
             ok &= ours["status"] == "completed"
             ok &= ours["deleted"] + ours["skipped"] == ours["total"]
@@ -866,9 +1022,11 @@ def machine_info(dbs) -> dict:
 
 
 def format_table(result) -> str:
-    d, ours, floor = result["data"], result["ours"], result["floor"]
+    d, ours = result["data"], result["ours"]
     naive = result.get("naive")
     m = result["machine"]
+    summary, r = result["summary"], result["ratios"]
+    total = ours["total"]
     lines = [
         f"Machine: {m['cpus']} CPUs, {m['memory_gb']} GB, PostgreSQL {m['postgresql']}, "
         f"Python {m['python']}",
@@ -879,38 +1037,40 @@ def format_table(result) -> str:
         f"seed_demo: {d['seed_demo_s']} s"
         + (f"; refresh of a rule-based segment: {d['refresh_s']} s" if "refresh_s" in d else ""),
         "",
-        f"{'':22}{'seconds':>10}{'profiles/s':>12}{'events/s':>12}{'peak RSS MB':>13}",
-        f"{'ours (qcluster job)':22}{ours['seconds']:>10.2f}{ours['profiles_per_s'] or 0:>12,}"
-        f"{ours['events_per_s'] or 0:>12,}{ours['worker_peak_rss_mb']:>13}",
-        f"{'floor (one SQL txn)':22}{floor['seconds']:>10.2f}"
-        f"{round(floor['profiles'] / floor['seconds']) if floor['seconds'] else 0:>12,}"
-        f"{round(floor['events'] / floor['seconds']) if floor['seconds'] else 0:>12,}{'':>13}",
+        f"{summary['ours']['n']} rounds, contenders alternating on fresh copies; seconds",
+        f"{'':36}{'median':>8}{'min-max':>15}{'profiles/s':>12}{'ours / it':>11}",
     ]
+    for key, label in CONTENDERS.items():
+        s = summary[key]
+        rate = round(total / s["median"]) if s["median"] else 0
+        ratio = "" if key == "ours" else f"{r[f'ours_over_{key}']:.2f}"
+        lines.append(
+            f"{label:36}{s['median']:>8.2f}{s['min']:>8.2f}-{s['max']:<6.2f}{rate:>12,}{ratio:>11}"
+        )
+    lines += [
+        "",
+        f"ours / best floor ({CONTENDERS[r['best_floor']]}): {r['ours_over_best_floor']} "
+        f"(medians)   naive / ours: {r['naive_over_ours']}   "
+        f"seconds per 10k profiles: {r['seconds_per_10k_profiles']}",
+        f"ours, median run: batches {ours['batches']}, longest {ours['longest_batch_ms']} ms, "
+        f"p95 {ours['p95_batch_ms']} ms, mean {ours['mean_batch_ms']} ms; "
+        f"worker peak RSS {ours['worker_peak_rss_mb']} MB",
+    ]
+    loop = result["runs"]["floor_loop"]
+    if loop and loop[0].get("mean_batch_ms") is not None:
+        lines.append(
+            "floor loop: mean batch "
+            f"{statistics.median(x['mean_batch_ms'] for x in loop):.1f} ms (median of rounds)"
+        )
     loaded = result.get("ours_under_load")
     if loaded:
         lines.append(
-            f"{'ours, pages+API busy':22}{loaded['seconds']:>10.2f}"
-            f"{loaded['profiles_per_s'] or 0:>12,}{loaded['events_per_s'] or 0:>12,}"
-            f"{loaded['worker_peak_rss_mb']:>13}"
+            f"ours with pages+API busy: {loaded['seconds']:.2f} s, batches {loaded['batches']}, "
+            f"longest {loaded['longest_batch_ms']} ms, p95 {loaded['p95_batch_ms']} ms"
         )
     if naive:
         lines.append(
-            f"{'naive (ORM delete)':22}{naive['seconds']:>10.2f}{'':>12}{'':>12}"
-            f"{naive['peak_rss_mb']:>13}"
-        )
-    r = result["ratios"]
-    lines += [
-        "",
-        f"ours / floor: {r['ours_over_floor']}   naive / ours: {r['naive_over_ours']}   "
-        f"seconds per 10k profiles: {r['seconds_per_10k_profiles']}",
-        f"batches: {ours['batches']}, longest {ours['longest_batch_ms']} ms, "
-        f"p95 {ours['p95_batch_ms']} ms, mean {ours['mean_batch_ms']} ms; "
-        f"activity anonymized: {ours['activity_per_s'] or 0:,}/s",
-    ]
-    if loaded:
-        lines.append(
-            f"under load: batches {loaded['batches']}, longest {loaded['longest_batch_ms']} ms, "
-            f"p95 {loaded['p95_batch_ms']} ms"
+            f"naive (ORM delete): {naive['seconds']:.2f} s, peak RSS {naive['peak_rss_mb']} MB"
         )
     if ours["latency"]:
         lines += ["", f"{'latency (ms)':22}{'idle p50/p95/p99':>24}{'during job p50/p95/p99':>28}"]
@@ -921,8 +1081,53 @@ def format_table(result) -> str:
                 f"{name:22}{_trio(idle):>24}{_trio(during):>28}"
                 + (f"   {errors} errors" if errors else "")
             )
+    if result.get("phases"):
+        lines += ["", *format_phases(result["phases"]), *format_loop_steps(loop)]
     lines += ["", "verified: " + ("yes" if result["verified"] else "NO")]
     return "\n".join(lines)
+
+
+def loop_per_batch(loop_runs) -> dict:
+    """The loop floor's time per batch (median round): the erasure statements,
+    the lock, and the whole batch."""
+    rounds = [r for r in loop_runs if r.get("batches")]
+    if not rounds:
+        return {}
+
+    def per_batch(r):
+        return {
+            "erase_ms": sum(r["step_ms"].values()) / r["batches"],
+            "lock_ms": r["lock_ms"] / r["batches"],
+            "batch_ms": r["mean_batch_ms"],
+        }
+
+    figures = [per_batch(r) for r in rounds]
+    return {key: round(statistics.median(f[key] for f in figures), 2) for key in figures[0]}
+
+
+def format_loop_steps(loop_runs) -> list[str]:
+    f = loop_per_batch(loop_runs)
+    if not f:
+        return []
+    return [
+        f"  the loop floor, per batch of the same sizes: {f['batch_ms']} ms, of which "
+        f"erasure statements {f['erase_ms']} ms, lock {f['lock_ms']} ms"
+    ]
+
+
+def format_phases(p) -> list[str]:
+    lines = [
+        f"Where a batch of ours goes (one in-process run, every statement timed): "
+        f"{p['batches']} batches, mean {p['mean_batch_ms']} ms, "
+        f"{p['round_trips_per_batch']} round trips each (one round trip: "
+        f"{p['round_trip_ms']} ms); job end (recounts) {p['end_of_job_ms']} ms",
+        f"  erasure statements {p['erase_ms_per_batch']} ms, locking "
+        f"{p['locking_ms_per_batch']} ms, bookkeeping {p['bookkeeping_ms_per_batch']} ms "
+        "per batch",
+    ]
+    for phase, ms in p["phase_ms_per_batch"].items():
+        lines.append(f"  {phase:34}{ms:>9.2f} ms")
+    return lines
 
 
 def _trio(summary):

@@ -4,10 +4,17 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import F, Func, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from profiles.models import Event, SubscriptionPreference
-from segments.models import DeletionBatch, DeletionJob, Segment, SegmentMembership
+from segments.models import (
+    DeletionBatch,
+    DeletionJob,
+    DeletionNotice,
+    Segment,
+    SegmentMembership,
+)
 
 DELETE_PERMS = ("segments.view_segment", "segments.change_segment", "profiles.delete_profile")
 
@@ -40,7 +47,8 @@ def segment_membership_token(segment: Segment) -> str:
 
 def deletion_panel_context(*, segment: Segment, user) -> dict:
     """What the segment page shows about deletions: the menu item, the live
-    progress of the latest job, and the deletion history."""
+    progress of the latest job, the deletion history, and what the count
+    line owes to a deletion."""
     jobs = list(DeletionJob.objects.filter(segment=segment).order_by("-created_at", "-id")[:10])
     job = jobs[0] if jobs else None
     return {
@@ -48,7 +56,71 @@ def deletion_panel_context(*, segment: Segment, user) -> dict:
         "deletion_jobs": jobs,
         "job": job,
         **deletion_progress_context(job=job),
+        **segment_count_context(segment=segment),
     }
+
+
+def segment_count_context(*, segment: Segment) -> dict:
+    """The deletion the member count comes from, if any.
+
+    A deletion recounts its segment when it ends, without re-evaluating the
+    rules, so after it the count is "who is left", not "who matches as of the
+    last refresh"; the count line says so (and which deletion it was) until
+    the next refresh."""
+    job = (
+        DeletionJob.objects.filter(segment=segment, finished_at__isnull=False, deleted__gt=0)
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    refreshed = segment.last_refreshed_at
+    if job is not None and refreshed is not None and job.finished_at <= refreshed:
+        job = None
+    return {"count_deletion": job}
+
+
+# The progress milestones the page's live region announces (percent done),
+# besides the start and the end: enough to follow a long deletion, far
+# fewer than the polls.
+ANNOUNCED_MILESTONES = (75, 50, 25)
+
+
+def deletion_progress_state(job: DeletionJob | None) -> str:
+    """Names what the progress card's heading and buttons show; a poll that
+    finds the same state swaps only the numbers, so focus and the screen
+    reader's place in the card stay put."""
+    if job is None:
+        return "none"
+    if job.is_active and job.cancel_requested:
+        return "stopping"
+    return job.status
+
+
+def deletion_announcement(*, job: DeletionJob | None) -> dict | None:
+    """What the page's live region says about ``job`` now, and a key that
+    names the event. The page announces a key once: the start, the highest
+    milestone reached (a poll that jumps from 10% to 80% says 75% only), the
+    end."""
+    if job is None:
+        return None
+    deleted = f"{job.deleted:,} of {job.total:,} profile{'s' if job.total != 1 else ''} deleted"
+    if job.status == DeletionJob.Status.COMPLETED:
+        plural = "s" if job.deleted != 1 else ""
+        gone = f"{job.deleted:,} profile{plural} deleted from {job.segment_name}"
+        text = f"Deletion complete: {gone}."
+        return {"key": f"job-{job.pk}-end", "text": text}
+    if job.status == DeletionJob.Status.FAILED:
+        text = f"The deletion stopped before it finished: {deleted}."
+        return {"key": f"job-{job.pk}-end", "text": text}
+    if job.status == DeletionJob.Status.CANCELLED:
+        return {"key": f"job-{job.pk}-end", "text": f"Deletion stopped: {deleted}."}
+    percent = job.percent_done
+    for milestone in ANNOUNCED_MILESTONES:
+        if percent >= milestone:
+            text = f"Deletion {milestone}% done: {deleted}."
+            return {"key": f"job-{job.pk}-{milestone}", "text": text}
+    plural = "s" if job.total != 1 else ""
+    text = f"Deletion started: deleting {job.total:,} profile{plural} from {job.segment_name}."
+    return {"key": f"job-{job.pk}-start", "text": text}
 
 
 def deletion_progress_context(*, job: DeletionJob | None) -> dict:
@@ -60,6 +132,8 @@ def deletion_progress_context(*, job: DeletionJob | None) -> dict:
         "stalled_seconds": None,
         "seconds_left": None,
         "lock_wait_minutes": max(1, round(settings.DELETION_LOCK_WAIT_SECONDS / 60)),
+        "progress_state": deletion_progress_state(job),
+        "announcement": deletion_announcement(job=job),
     }
     if job is None or not job.is_active:
         return facts
@@ -113,3 +187,64 @@ def _count_or_none(queryset) -> int | None:
             return queryset.count()
     except DatabaseError:
         return None
+
+
+# --- Across segments: the deletions page and the segment list ----------------------
+
+HISTORY_PAGE_SIZE = 50
+# The deletions page's status filter: its values, what they cover, and their labels.
+HISTORY_STATUSES = {
+    "active": ((DeletionJob.Status.PENDING, DeletionJob.Status.RUNNING), "In progress"),
+    "completed": ((DeletionJob.Status.COMPLETED,), "Completed"),
+    "failed": ((DeletionJob.Status.FAILED,), "Failed"),
+    "cancelled": ((DeletionJob.Status.CANCELLED,), "Stopped"),
+}
+
+
+def deletion_history(*, status: str = "", before: int | None = None) -> tuple[list, int | None]:
+    """One page of deletion jobs across segments, newest first, and the id to
+    continue before (None on the last page).
+
+    Keyset by id, never OFFSET: any page costs one index scan of the page's
+    rows (``deletionjob_status_id_idx`` when filtered by status). Each job
+    carries its count of set-aside profiles and the state of its latest
+    notice, computed in the same query.
+    """
+    jobs = DeletionJob.objects.select_related("segment").annotate(
+        set_aside=Func(F("deferred_profile_ids"), function="cardinality"),
+        notice_state=Subquery(
+            DeletionNotice.objects.filter(job=OuterRef("pk"))
+            .order_by("-ending")
+            .values("state")[:1]
+        ),
+    )
+    if status:
+        jobs = jobs.filter(status__in=HISTORY_STATUSES[status][0])
+    if before is not None:
+        jobs = jobs.filter(pk__lt=before)
+    rows = list(jobs.order_by("-id")[: HISTORY_PAGE_SIZE + 1])
+    if len(rows) > HISTORY_PAGE_SIZE:
+        rows = rows[:HISTORY_PAGE_SIZE]
+        return rows, rows[-1].pk
+    return rows, None
+
+
+def segments_with_deletion_status(segments):
+    """Each segment with the status of a deletion that is running, or that
+    stopped part-way and is still open (None otherwise): one subquery in the
+    segment list's own query, whatever the number of rows."""
+    open_jobs = (
+        DeletionJob.objects.filter(segment=OuterRef("pk"))
+        # Spelled as deletionjob_segment_open_idx's condition, so it is used.
+        .exclude(status=DeletionJob.Status.COMPLETED)
+        .filter(
+            Q(status__in=DeletionJob.ACTIVE_STATUSES)
+            | Q(
+                status__in=[DeletionJob.Status.FAILED, DeletionJob.Status.CANCELLED],
+                closed_at__isnull=True,
+                total__gt=F("deleted") + F("skipped"),
+            )
+        )
+        .order_by("-id")
+    )
+    return segments.annotate(deletion_status=Subquery(open_jobs.values("status")[:1]))

@@ -45,6 +45,7 @@ from django.utils import timezone
 
 from profiles.erasure import profiles_erase
 from profiles.models import Profile
+from segments.deletion.notices import deletion_notice_record
 from segments.deletion.receipts import receipt_capture, receipt_write_file
 from segments.deletion.selectors import segment_membership_token, user_can_delete_profiles
 from segments.models import (
@@ -189,6 +190,12 @@ def deletion_start(
                 raise CountChanged(
                     f"{message} Review who is in it and confirm again. Nothing was deleted.",
                     current_count=total,
+                )
+            if total == 0:
+                # Nobody to delete: recording a job would only clutter the history.
+                raise DeletionRefused(
+                    "Nobody is in this segment, so there is nobody to delete. "
+                    "Nothing was deleted and no deletion was recorded."
                 )
             job.total = total
             job.save(update_fields=["total"])
@@ -644,6 +651,8 @@ def _finish(job_id: int, status: str, *, error: str = "") -> None:
             job.error = error[:2000]
             fields.append("error")
         job.save(update_fields=fields)
+        # The email to whoever confirmed it, owed in the ending's own transaction.
+        deletion_notice_record(job=job)
         segment_ids = set(job.touched_segment_ids)
         if job.segment_id:
             segment_ids.add(job.segment_id)

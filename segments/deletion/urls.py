@@ -1,5 +1,8 @@
 from django.urls import path
 
+from segments.deletion import export as export_views
+from segments.deletion import history
+from segments.deletion import impact as impact_views
 from segments.deletion import views as deletion_views
 
 urlpatterns = [
@@ -24,6 +27,9 @@ urlpatterns = [
         deletion_views.deletion_close,
         name="deletion_close",
     ),
+    path("deletions/", history.deletion_history_page, name="deletion_history"),
+    path("<int:pk>/delete-profiles/export/", export_views.export_members, name="export_members"),
+    path("<int:pk>/delete-profiles/impact/", impact_views.deletion_impact, name="deletion_impact"),
     path(
         "deletions/<int:job_pk>/receipt/",
         deletion_views.deletion_receipt,

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from segments.deletion import services as deletion
@@ -18,6 +19,7 @@ from segments.deletion.selectors import (
     deletion_dialog_context,
     deletion_panel_context,
     deletion_progress_context,
+    deletion_progress_state,
     segment_membership_token,
     user_can_delete_profiles,
 )
@@ -85,15 +87,25 @@ def delete_profiles(request: HttpRequest, pk: int) -> HttpResponse:
             suppress=form.cleaned_data["suppress"],
         )
     except deletion.CountChanged as exc:
-        # Ask again, for the membership as it is now.
+        # Ask again, for the membership as it is now: the new count and stamp
+        # go in the form, so confirming again confirms what is shown now. The
+        # name typed is kept (it was checked to match): the alert and the new
+        # number are what the user must look at, not retyping.
         segment.refresh_from_db()
-        form = _fresh_form(segment, count=exc.current_count)
+        form = _fresh_form(segment, count=exc.current_count, typed_name=segment.name)
         return _render_dialog(
             request, segment, form, status=409, current_count=exc.current_count, error=str(exc)
         )
-    except deletion.DeletionRefused as exc:
+    except deletion.NameMismatch as exc:
         form.add_error("typed_name", str(exc))
         return _render_dialog(request, segment, form, status=400)
+    except deletion.DeletionRefused as exc:
+        return _render_dialog(request, segment, form, status=400, error=str(exc))
+    if request.htmx:
+        # No reload: the dialog goes, the panel swaps in with focus on its
+        # status, and the live region announces the start.
+        segment.refresh_from_db()
+        return _panel_response(request, segment, take_focus=True, close_dialog=True)
     if result.created:
         messages.success(
             request,
@@ -105,12 +117,38 @@ def delete_profiles(request: HttpRequest, pk: int) -> HttpResponse:
     return _redirect_to_segment(request, segment)
 
 
-def _fresh_form(segment: Segment, *, count: int | None = None) -> DeleteProfilesForm:
+def _fresh_form(
+    segment: Segment, *, count: int | None = None, typed_name: str = ""
+) -> DeleteProfilesForm:
     initial = {
         "expected_count": segment.member_count or 0 if count is None else count,
         "membership_token": segment_membership_token(segment),
+        "typed_name": typed_name,
     }
     return DeleteProfilesForm(segment=segment, initial=initial)
+
+
+def _panel_response(request, segment, *, take_focus=False, close_dialog=False):
+    """The deletion panel (progress card, cancel dialog, history) for an htmx
+    swap in place of the page's, with the parts of the page that a deletion
+    changes swapped out of band: the count line and the ••• menu's item.
+    ``close_dialog`` empties the dialog slot (the confirmation is done);
+    ``take_focus`` moves focus to the new status heading."""
+    context = {
+        "segment": segment,
+        **deletion_panel_context(segment=segment, user=request.user),
+        "take_focus": take_focus,
+    }
+    parts = [render_to_string("segments/_deletion_panel.html#panel", context, request)]
+    oob = {**context, "oob": True}
+    parts.append(render_to_string("segments/detail.html#refresh-status", oob, request))
+    parts.append(render_to_string("segments/_deletion_menu_items.html", oob, request))
+    if close_dialog:
+        parts.append('<div id="delete-dialog-slot" hx-swap-oob="true"></div>')
+    response = HttpResponse("".join(parts))
+    response["HX-Retarget"] = "#deletion-panel"
+    response["HX-Reswap"] = "outerHTML"
+    return response
 
 
 def _redirect_to_segment(request, segment):
@@ -124,19 +162,39 @@ def _redirect_to_segment(request, segment):
 @require_GET
 @login_required
 def deletion_progress(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
-    """The progress partial; htmx polls it while the job is active."""
+    """The progress partial; htmx polls it while the job is active.
+
+    A poll swaps as little as it can, so that focus and a screen reader's
+    place stay put: only the numbers while the card's state (``shown``) is
+    the same, the whole card when its heading or buttons change, and at the
+    end the whole panel plus the count line and the menu item (out of band),
+    and the members table reloads itself (``segment-refreshed``).
+    """
     job = _get_job(request, pk, job_pk, write=False)
+    polling = request.htmx and request.GET.get("polling")
+    if polling and not job.is_active:
+        response = _panel_response(request, job.segment)
+        response["HX-Trigger"] = "segment-refreshed"
+        return response
     context = {
         "segment": job.segment,
         **deletion_panel_context(segment=job.segment, user=request.user),
         "job": job,
         **deletion_progress_context(job=job),
     }
-    response = render(request, "segments/_deletion_panel.html#progress", context)
-    if request.GET.get("polling") and not job.is_active:
-        # The job just ended: reload the page so the member count, the history
-        # and the menu show the new state. The reloaded page does not poll.
-        response["HX-Refresh"] = "true"
+    if not polling:
+        return render(request, "segments/_deletion_panel.html#progress", context)
+    if request.GET.get("shown") == deletion_progress_state(job):
+        return render(request, "segments/_deletion_panel.html#progress-body", context)
+    # The heading changed (started, stopping): the card, and the history's
+    # status column out of band.
+    card = render_to_string("segments/_deletion_panel.html#progress", context, request)
+    history = render_to_string(
+        "segments/_deletion_panel.html#history", {**context, "oob": True}, request
+    )
+    response = HttpResponse(card + history)
+    response["HX-Retarget"] = "#deletion"
+    response["HX-Reswap"] = "outerHTML"
     return response
 
 

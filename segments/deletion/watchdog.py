@@ -26,6 +26,9 @@ ended with ``pg_terminate_backend`` once the heartbeat is older than
 DELETION_TERMINATE_AFTER_SECONDS and its session has not started a statement
 for DELETION_STALE_AFTER_SECONDS: its batch rolls back, the lock goes with
 the session, and the job is resumed as above.
+
+It also sends the emails owed for jobs that ended in a process that died
+before sending them (``notices.deletion_notices_send``).
 """
 
 import logging
@@ -35,6 +38,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from segments.deletion.notices import deletion_notices_send
 from segments.deletion.receipts import receipts_write_missing
 from segments.deletion.services import (
     CONTINUE,
@@ -74,7 +78,17 @@ def deletion_watchdog() -> list[int]:
     An interruption counts as an attempt; a job that was only waiting for
     its first task does not. Returns the ids of the jobs it resumed or failed.
     """
-    receipts_write_missing()
+    # Emails owed for jobs that ended in a process that died before sending.
+    # A problem there must not keep the jobs below from being resumed.
+    try:
+        deletion_notices_send()
+    except Exception:
+        logger.exception("Watchdog: sending the deletion emails owed failed")
+    # Receipt files likewise (receipts_write_missing never raises for a file).
+    try:
+        receipts_write_missing()
+    except Exception:
+        logger.exception("Watchdog: writing the deletion receipt files owed failed")
     now = timezone.now()
     stale = now - timedelta(seconds=settings.DELETION_STALE_AFTER_SECONDS)
     quiet = now - timedelta(seconds=settings.DELETION_GONE_AFTER_SECONDS)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('segments', '0008_deletionjob_closed'),
+        ('segments', '0010_profile_export'),
     ]
 
     operations = [

@@ -65,7 +65,9 @@
         e.preventDefault();
         return;
       }
-      if (item) closeMenu(button, list, false);
+      // A button item (Refresh) acts in place: focus goes back to the menu
+      // button rather than to a hidden item. A link's dialog or page takes it.
+      if (item) closeMenu(button, list, item.tagName === "BUTTON");
     });
     document.addEventListener("click", function (e) {
       if (!menu.contains(e.target) && !list.hidden) closeMenu(button, list, false);
@@ -99,20 +101,91 @@
     "close",
     function (e) {
       const dialog = e.target;
-      if (dialog.tagName === "DIALOG" && dialog.returnFocusTo) dialog.returnFocusTo.focus();
+      let back = dialog.tagName === "DIALOG" && dialog.returnFocusTo;
+      // A poll may have swapped the opener for a copy with the same id.
+      if (back && !back.isConnected && back.id) back = document.getElementById(back.id);
+      if (back) back.focus();
     },
     true
   );
 
   // Type-to-confirm: the submit button stays disabled until the typed text is
-  // exactly the expected value. The server checks again; this only helps.
+  // exactly the expected value, and its hint (aria-describedby) says why.
+  // The server checks again; this only helps.
+  function syncConfirm(input) {
+    const form = input.form;
+    if (!form) return;
+    const matches = input.value === input.dataset.confirmMatch;
+    const submit = form.querySelector("[data-confirm-submit]");
+    if (submit) submit.disabled = !matches;
+    const hint = form.querySelector("[data-confirm-hint]");
+    if (hint) {
+      const text = matches ? hint.dataset.match : input.value ? hint.dataset.mismatch : hint.dataset.empty;
+      if (text && hint.textContent !== text) hint.textContent = text;
+    }
+  }
+
   document.addEventListener("input", function (e) {
     const input = e.target.closest("[data-confirm-match]");
-    if (!input) return;
-    const form = input.form;
-    const submit = form && form.querySelector("[data-confirm-submit]");
-    if (submit) submit.disabled = input.value !== input.dataset.confirmMatch;
+    if (input) syncConfirm(input);
   });
+
+  // The page's one live region (#announcer). Swapped-in content carries
+  // [data-announce] texts, each with a key naming its event (a refresh, a
+  // deletion's start, a milestone, its end). A key is announced once, and
+  // keys already on the page when it loads are not announced at all: the
+  // region says only what changed while the user was here.
+  const announced = new Set();
+
+  function announceables(root) {
+    const found = Array.from(root.querySelectorAll ? root.querySelectorAll("[data-announce-key]") : []);
+    if (root.matches && root.matches("[data-announce-key]")) found.unshift(root);
+    return found;
+  }
+
+  function announce(root, quietly) {
+    const region = document.getElementById("announcer");
+    announceables(root).forEach(function (el) {
+      const key = el.dataset.announceKey;
+      if (announced.has(key)) return;
+      announced.add(key);
+      if (!quietly && region) region.textContent = el.dataset.announce;
+    });
+  }
+
+  // After a swap that took away the focused element (a dialog closed, a
+  // button gone when a deletion ended, Refresh disabled while it runs), focus
+  // goes to the status the swap brought in instead of falling to <body>.
+  // htmx itself keeps focus on an element whose id comes back.
+  let focusBeforeSwap = null;
+  document.addEventListener("htmx:beforeSwap", function () {
+    focusBeforeSwap = document.activeElement;
+  });
+  document.addEventListener("htmx:afterSettle", function (e) {
+    const before = focusBeforeSwap;
+    focusBeforeSwap = null;
+    if (!before || before === document.body) return; // nothing had the focus
+    if (before.isConnected && !before.disabled) return; // it still has it
+    const now = document.activeElement;
+    if (now && now !== document.body && now !== before) return; // htmx or autofocus moved it
+    const target = e.detail && e.detail.target;
+    const swapped = target && (target.isConnected ? target : target.id && document.getElementById(target.id));
+    const status =
+      (swapped && swapped.querySelector("[data-status-focus]")) || document.querySelector("[data-status-focus]");
+    if (status) status.focus();
+  });
+
+  // A submit button marked data-native-submit (the CSV download in the deletion
+  // dialog) posts its form the ordinary way, not through the form's hx-post:
+  // the browser saves the file and the dialog stays open. Stopping the event
+  // here, before it reaches the form, keeps htmx from taking it over.
+  document.addEventListener(
+    "submit",
+    function (e) {
+      if (e.submitter && e.submitter.hasAttribute("data-native-submit")) e.stopPropagation();
+    },
+    true
+  );
 
   function init(root) {
     root.querySelectorAll(".menu").forEach(setUpMenu);
@@ -127,16 +200,17 @@
       const first = d.querySelector("[autofocus]");
       if (first) first.focus();
     });
-    root.querySelectorAll("[data-confirm-match]").forEach(function (input) {
-      const submit = input.form && input.form.querySelector("[data-confirm-submit]");
-      if (submit) submit.disabled = input.value !== input.dataset.confirmMatch;
-    });
+    root.querySelectorAll("[data-confirm-match]").forEach(syncConfirm);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    announce(document, true);
     init(document);
   });
   document.addEventListener("htmx:load", function (e) {
-    init(e.detail.elt);
+    const elt = e.detail.elt;
+    // htmx's own start-up fires htmx:load on <body>: that is the page load.
+    announce(elt, elt === document.body);
+    init(elt);
   });
 })();

@@ -101,5 +101,40 @@ def test_the_deletion_can_be_confirmed_with_the_keyboard_only(live_server, login
     page.keyboard.type("Lapsed")
     press_until_focused(page, dialog.get_by_role("button", name="Delete Profiles"), limit=10)
     page.keyboard.press("Enter")
-    expect(page.get_by_text("Deleting 3 profiles from Lapsed")).to_be_visible()
+    expect(page.get_by_role("heading", name="Deletion starting…")).to_be_focused()
+    expect(page.get_by_test_id("deletion-progress")).to_contain_text("0 of 3 profiles deleted")
     assert DeletionJob.objects.get().total == 3
+
+
+def test_after_a_count_change_the_typed_name_stays_and_the_buttons_stay_in_view(
+    live_server, login, alice
+):
+    """At 1280 x 800 the refused dialog keeps what was typed, shows the new
+    number in an alert, and its buttons stay on screen (the body scrolls)."""
+    from segments.models import SegmentMembership
+
+    population = build_population(doomed=5, survivors=2, events_each=0, name="Lapsed")
+    page = login(alice)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(f"{live_server.url}/segments/{population.segment.pk}/")
+    open_actions_menu(page).get_by_role("menuitem", name="Delete Profiles...").click()
+    dialog = page.get_by_role("dialog", name="Delete 5 profiles?")
+    dialog.get_by_label("Type Lapsed to confirm").fill("Lapsed")
+    # Someone else's deletion takes one member away meanwhile.
+    SegmentMembership.objects.filter(profile_id=population.doomed[0]).delete()
+    dialog.get_by_role("button", name="Delete Profiles").click()
+
+    dialog = page.get_by_role("dialog", name="Delete 4 profiles?")
+    expect(dialog.get_by_role("alert")).to_contain_text(
+        "it now has 4 profiles (the dialog showed 5)"
+    )
+    expect(dialog.get_by_label("Type Lapsed to confirm")).to_have_value("Lapsed")
+    expect(dialog.get_by_test_id("dialog-count")).to_contain_text("this is the number you confirm")
+    for name in ("Delete Profiles", "Cancel"):
+        button = dialog.get_by_role("button", name=name)
+        expect(button).to_be_in_viewport(ratio=1)
+    expect(dialog.get_by_role("button", name="Delete Profiles")).to_be_enabled()
+    assert not DeletionJob.objects.exists()
+    dialog.get_by_role("button", name="Delete Profiles").click()
+    expect(page.get_by_test_id("deletion-progress")).to_contain_text("0 of 4 profiles deleted")
+    assert DeletionJob.objects.get().total == 4

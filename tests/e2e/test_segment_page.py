@@ -45,7 +45,7 @@ def test_an_editor_refreshes_a_segment_and_checks_its_members(live_server, login
     expect(members).not_to_contain_text("cy@example.com")
     assert Segment.objects.get(pk=segment.pk).member_count == 2
 
-    search = page.get_by_placeholder("Email or user id")
+    search = page.get_by_label("Find a member")
     search.fill("u-bea")
     search.press("Enter")
     expect(members).to_contain_text("bea@example.com")

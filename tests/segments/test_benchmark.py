@@ -3,15 +3,19 @@ figures for people, never assertions here."""
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
+
+from profiles.erasure import erasure_plan
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_benchmark_deletion_runs_and_verifies(tmp_path):
-    out = tmp_path / "bench.json"
+def run_bench(out, **options):
     call_command(
         "benchmark_deletion",
         profiles=120,
@@ -19,15 +23,92 @@ def test_benchmark_deletion_runs_and_verifies(tmp_path):
         requests=3,
         json_path=str(out),
         prefix=f"vero_bench_test_{os.getpid()}",
+        **options,
     )
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path):
+    result = run_bench(tmp_path / "bench.json", repeat=2)
     assert result["verified"] is True
+    runs = result["runs"]
+    assert set(runs) == {"ours", "floor_loop", "floor_array", "floor_join"}
+    assert all(len(contender_runs) == 2 for contender_runs in runs.values())
+    for run in runs["ours"]:
+        assert run["status"] == "completed"
+        assert run["total"] == run["deleted"] == 60
+    # Each floor erased exactly the snapshot, verified like ours.
+    for key in ("floor_loop", "floor_array", "floor_join"):
+        for run in runs[key]:
+            assert run["profiles"] == 60 and run["events"] == 120
+            assert run["survivors_unchanged"] and run["campaign_counts_unchanged"]
+            assert not any(run["leftovers"].values())
+    # The loop floor took the batches our job took in the same round.
+    for ours, loop in zip(runs["ours"], runs["floor_loop"], strict=True):
+        assert loop["batches"] == len(ours["batch_sizes"]) >= 1
+    for summary in result["summary"].values():
+        assert summary["n"] == 2 and summary["min"] <= summary["median"] <= summary["max"]
+    ratios = result["ratios"]
+    assert ratios["best_floor"] in ("floor_loop", "floor_array", "floor_join")
+    assert ratios["ours_over_best_floor"] == ratios[f"ours_over_{ratios['best_floor']}"]
+
     ours = result["ours"]
-    assert ours["status"] == "completed"
-    assert ours["total"] == ours["deleted"] == 60
-    assert result["floor"]["profiles"] == 60
     # Ours also deletes the events the idle phase ingested for a doomed profile.
-    assert result["floor"]["events"] == 120 and ours["events"] >= 120
+    assert result["ours_under_load"]["events"] >= 120
     assert set(ours["latency"]) == {"progress", "segment page", "ingest outside", "ingest inside"}
     for figures in ours["latency"].values():
         assert figures["idle_errors"] == 0 and figures["during_errors"] == 0
+
+    phases = result["phases"]
+    assert phases["status"] == "completed" and phases["deleted"] == 60
+    assert phases["survivors_unchanged"] and not any(phases["leftovers"].values())
+    assert phases["batches"] >= 1 and phases["round_trips_per_batch"] > 0
+    assert "erase: profiles" in phases["phase_ms_per_batch"]
+    assert "job cursor+counters" in phases["phase_ms_per_batch"]
+
+    # The README table is rendered from the JSON.
+    table = subprocess.run(
+        [sys.executable, settings.BASE_DIR / "scripts/bench_table.py", tmp_path / "bench.json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "| ours (qcluster job) |" in table
+    assert "PL/pgSQL" in table and "ours / best floor" in table
+
+
+def test_the_floors_run_every_statement_of_the_erasure_plan():
+    """The PL/pgSQL floors are generated from erasure_plan(), not a copy of it."""
+    from django.db import connection
+
+    from segments.deletion.benchmark_floors import array_block, erasure_steps, loop_block
+
+    with connection.cursor() as cursor:
+        steps = erasure_steps(cursor)
+    plan = [step for step in erasure_plan() if step.about is None]
+    labels = [label for label, _ in steps]
+    assert labels == [step.label for step in plan] + ["profiles.profile"]
+    loop = loop_block(job_id=1, sizes=[1000, 2000], steps=steps)
+    whole = array_block(job_id=1, steps=steps)
+    for step in plan:
+        text = step.sql % {"ids": "ids"}
+        assert text in loop and text in whole
+    assert loop.count("COMMIT;") == 1 and "COMMIT" not in whole
+    assert "FOR UPDATE" in loop and "FOR UPDATE" in whole
+
+
+def test_benchmark_export_runs_and_checks_every_download(tmp_path):
+    out = tmp_path / "export.json"
+    call_command(
+        "benchmark_export",
+        sizes=[20, 50],
+        runs=2,
+        json_path=str(out),
+        prefix=f"vero_bench_test_{os.getpid()}",
+    )
+    result = json.loads(out.read_text())
+    assert result["runs"] == 2
+    assert set(result["sizes"]) == {"20", "50"}
+    for figures in result["sizes"].values():
+        assert set(figures["growth_mb"]) == {"median", "min", "max"}
+        assert figures["growth_mb"]["min"] <= figures["growth_mb"]["median"]

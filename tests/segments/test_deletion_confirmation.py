@@ -146,3 +146,19 @@ def test_a_member_committed_while_the_snapshot_is_taken_is_never_deleted(alice, 
         )
     assert not DeletionJob.objects.exists()
     assert not DeletionJobProfile.objects.filter(profile_id=newcomer.pk).exists()
+
+
+@pytest.mark.django_db
+def test_a_segment_with_nobody_in_it_starts_no_deletion_and_records_none(alice):
+    from tests.segments.factories import SegmentFactory
+
+    segment = SegmentFactory(name="Empty", member_count=0)
+    with pytest.raises(deletion.DeletionRefused, match="there is nobody to delete"):
+        deletion.deletion_start(
+            segment=segment,
+            user=alice,
+            typed_name="Empty",
+            expected_count=0,
+            membership_token=segment_membership_token(segment),
+        )
+    assert not DeletionJob.objects.exists()

@@ -42,7 +42,7 @@ def test_the_dialog_shows_what_will_and_will_not_be_deleted(editor_client, popul
     assert "event history (4 events)" in html
     assert "subscription status and preferences (8 preferences)" in html
     assert "anonymized" in html and "the segment itself" in html
-    assert "exclude the segment from your campaigns" in html
+    assert "Exclude from all campaigns instead" in html
     assert 'data-confirm-match="Trial users"' in html
     assert nothing_deleted(population)
 
@@ -72,10 +72,77 @@ def test_confirming_with_the_exact_name_starts_the_job(
     assert len(callbacks) == 1
 
 
-def test_confirming_through_htmx_redirects_the_page(editor_client, population):
-    response = confirm(editor_client, population, headers={"HX-Request": "true"})
-    assert response.status_code == 204
-    assert response["HX-Redirect"] == f"/segments/{population.segment.pk}/"
+HTMX = {"HX-Request": "true"}
+
+
+def test_confirming_through_htmx_swaps_the_panel_in_without_a_reload(editor_client, population):
+    response = confirm(editor_client, population, headers=HTMX)
+    assert response.status_code == 200
+    assert "HX-Redirect" not in response.headers and "HX-Refresh" not in response.headers
+    assert (response["HX-Retarget"], response["HX-Reswap"]) == ("#deletion-panel", "outerHTML")
+    html = response.content.decode()
+    job = DeletionJob.objects.get()
+    assert html.lstrip().startswith('<div id="deletion-panel">')
+    # Focus moves to the new status; the dialog's slot is emptied out of band.
+    assert '<h2 id="deletion-status" tabindex="-1" data-status-focus autofocus>' in html
+    assert '<div id="delete-dialog-slot" hx-swap-oob="true"></div>' in html
+    assert (
+        f'data-announce-key="job-{job.pk}-start" '
+        'data-announce="Deletion started: deleting 4 profiles from Trial users."'
+    ) in html
+    assert '<section id="refresh-status" class="card count-card" hx-swap-oob="true"' in html
+    # No flash message waits for the next page: the live region said it.
+    page = editor_client.get(f"/segments/{population.segment.pk}/").content.decode()
+    assert "Deleting 4 profiles from Trial users" not in page
+    assert "autofocus>" not in page  # a page load does not steal the focus
+
+
+def test_the_dialog_explains_why_delete_profiles_is_disabled(editor_client, population):
+    for headers in (HTMX, {}):
+        html = editor_client.get(url(population), headers=headers).content.decode()
+        assert 'id="delete-hint"' in html
+        assert "Type the segment's name exactly to enable Delete Profiles." in html
+        assert 'data-match="The name matches. Delete Profiles deletes 4 profiles;' in html
+        assert 'data-confirm-submit aria-describedby="delete-hint">Delete Profiles' in html
+        assert 'aria-describedby="delete-hint"' in html.split('id="id_typed_name"')[1]
+
+
+@pytest.mark.parametrize("headers", [HTMX, {}], ids=["htmx", "page"])
+def test_an_empty_segment_offers_nobody_to_delete(editor_client, headers):
+    segment = SegmentFactory(name="Nobody here", member_count=0)
+    segment.last_refreshed_at = segment.updated_at
+    segment.save()
+    response = editor_client.get(f"/segments/{segment.pk}/delete-profiles/", headers=headers)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Nobody to delete" in html and "there are no profiles to delete" in html
+    assert 'name="typed_name"' not in html and "data-confirm-submit" not in html
+    assert "Delete 0 profiles" not in html
+
+
+def test_the_menu_says_there_is_nobody_to_delete_in_an_empty_segment(editor_client):
+    empty = SegmentFactory(name="Nobody here", member_count=0)
+    html = editor_client.get(f"/segments/{empty.pk}/").content.decode()
+    assert "Nobody to delete: this segment has no profiles." in html
+    assert f'href="/segments/{empty.pk}/delete-profiles/"' not in html
+    never = SegmentFactory(name="Never counted", member_count=None)
+    html = editor_client.get(f"/segments/{never.pk}/").content.decode()
+    assert "this segment has not been counted. Refresh it first." in html
+
+
+@pytest.mark.parametrize("headers", [HTMX, {}], ids=["htmx", "page"])
+def test_confirming_an_empty_segment_is_refused_and_records_nothing(editor_client, headers):
+    segment = SegmentFactory(name="Nobody here", member_count=0)
+    data = {
+        "typed_name": "Nobody here",
+        "expected_count": 0,
+        "membership_token": segment_membership_token(segment),
+    }
+    response = editor_client.post(f"/segments/{segment.pk}/delete-profiles/", data, headers=headers)
+    assert response.status_code == 400
+    assert b"there is nobody to delete" in response.content
+    assert b"no deletion was recorded" in response.content
+    assert not DeletionJob.objects.exists()
 
 
 @pytest.mark.parametrize("typed", ["trial users", "Trial  users", "Trial users ", "", "Trial"])
@@ -87,11 +154,36 @@ def test_a_wrong_name_re_renders_the_dialog_with_an_error(editor_client, populat
     assert nothing_deleted(population)
 
 
-def test_a_changed_count_asks_to_review_again(editor_client, population):
-    response = confirm(editor_client, population, expected=3)
+@pytest.mark.parametrize("headers", [HTMX, {}], ids=["htmx", "page"])
+def test_a_changed_count_asks_to_review_again_keeping_the_typed_name(
+    editor_client, population, headers
+):
+    response = confirm(editor_client, population, expected=3, headers=headers)
     assert response.status_code == 409
-    assert b"it now has 4 profiles (the dialog showed 3)" in response.content
-    assert b'value="4"' in response.content  # confirming again confirms the new number
+    html = response.content.decode()
+    assert (
+        '<div class="error" role="alert"><p>The segment has changed: it now has 4 profiles' in html
+    )
+    assert "(the dialog showed 3)" in html
+    # Confirming again confirms the new number, for the membership as it is now.
+    assert 'name="expected_count" value="4"' in html
+    token = segment_membership_token(population.segment)
+    assert f'name="membership_token" value="{token}"' in html
+    assert "Delete 4 profiles?" in html and "4 profiles</strong>\nare in the segment now" in html
+    # What was typed is kept: it matches the name.
+    assert 'name="typed_name" id="id_typed_name" value="Trial users"' in html
+    assert nothing_deleted(population)
+
+
+def test_a_segment_emptied_since_the_dialog_opened_says_nobody_is_left(editor_client, population):
+    from segments.models import SegmentMembership
+
+    SegmentMembership.objects.filter(segment=population.segment).delete()
+    response = confirm(editor_client, population, headers=HTMX)
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert "Nobody to delete" in html and "it now has 0 profiles (the dialog showed 4)" in html
+    assert 'name="typed_name"' not in html and "data-confirm-submit" not in html
     assert nothing_deleted(population)
 
 
@@ -193,12 +285,137 @@ def test_progress_shows_counts_and_keeps_polling_while_active(viewer_client, job
     assert "HX-Refresh" not in response.headers
 
 
-def test_progress_stops_polling_and_reloads_the_page_when_done(viewer_client, job):
+def test_progress_without_htmx_is_the_card(viewer_client, job):
     DeletionJob.objects.filter(pk=job.pk).update(status="completed", deleted=4)
     response = viewer_client.get(progress_url(job), {"polling": "1"})
-    assert "hx-trigger" not in response.content.decode()
-    assert "4 profiles deleted from Trial users" in response.content.decode()
-    assert response["HX-Refresh"] == "true"
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section id="deletion"')
+    assert "hx-trigger" not in html and "4 profiles deleted from Trial users" in html
+
+
+def test_a_poll_in_the_same_state_swaps_only_the_numbers(viewer_client, job):
+    DeletionJob.objects.filter(pk=job.pk).update(status="running", deleted=1)
+    response = viewer_client.get(
+        progress_url(job), {"polling": "1", "shown": "running"}, headers=HTMX
+    )
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="deletion-numbers"')
+    assert "<h2" not in html and "Stop deleting" not in html and "HX-Retarget" not in response
+    assert 'role="progressbar"' in html and 'aria-valuenow="25"' in html
+    assert 'aria-valuetext="1 of 4 profiles deleted"' in html
+    assert "shown=running" in html
+
+
+def test_a_poll_that_finds_a_new_state_swaps_the_whole_card(viewer_client, job):
+    DeletionJob.objects.filter(pk=job.pk).update(status="running", deleted=2)
+    response = viewer_client.get(
+        progress_url(job), {"polling": "1", "shown": "pending"}, headers=HTMX
+    )
+    html = response.content.decode()
+    assert (response["HX-Retarget"], response["HX-Reswap"]) == ("#deletion", "outerHTML")
+    assert html.lstrip().startswith('<section id="deletion"')
+    assert "Deleting profiles…" in html and "autofocus" not in html
+    assert '<section class="card" id="deletion-history"' in html and ">Deleting</span>" in html
+    assert 'hx-swap-oob="true"' in html.split('id="deletion-history"')[1].split(">")[0]
+    assert f'data-announce-key="job-{job.pk}-50" data-announce="Deletion 50% done: 2 of 4' in html
+
+
+@pytest.mark.parametrize("shown", ["", "<b>bogus</b>", "x" * 5000])
+def test_a_poll_with_a_bad_state_gets_the_whole_card_and_no_echo(viewer_client, job, shown):
+    DeletionJob.objects.filter(pk=job.pk).update(status="running", deleted=1)
+    response = viewer_client.get(progress_url(job), {"polling": "1", "shown": shown}, headers=HTMX)
+    assert response.status_code == 200 and response["HX-Retarget"] == "#deletion"
+    html = response.content.decode()
+    assert "bogus" not in html and "xxxxx" not in html and "shown=running" in html
+
+
+@pytest.mark.parametrize(
+    ("deleted", "key"), [(0, "start"), (1, "25"), (2, "50"), (3, "75"), (4, "75")]
+)
+def test_a_running_deletion_announces_only_its_highest_milestone(viewer_client, job, deleted, key):
+    DeletionJob.objects.filter(pk=job.pk).update(status="running", deleted=deleted)
+    html = viewer_client.get(
+        progress_url(job), {"polling": "1", "shown": "running"}, headers=HTMX
+    ).content.decode()
+    assert html.count("data-announce-key=") == 1
+    assert f'data-announce-key="job-{job.pk}-{key}"' in html
+
+
+def test_the_end_swaps_the_panel_the_count_line_and_the_menu_in_place(viewer_client, job):
+    from django.utils import timezone
+
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="completed", deleted=4, finished_at=timezone.now()
+    )
+    segment = job.segment
+    segment.member_count = 0
+    segment.save()
+    response = viewer_client.get(
+        progress_url(job), {"polling": "1", "shown": "running"}, headers=HTMX
+    )
+    assert "HX-Refresh" not in response.headers
+    assert (response["HX-Retarget"], response["HX-Reswap"]) == ("#deletion-panel", "outerHTML")
+    assert response["HX-Trigger"] == "segment-refreshed"  # the members table reloads
+    html = response.content.decode()
+    assert "hx-trigger" not in html and "4 profiles deleted from Trial users" in html
+    assert (
+        f'data-announce-key="job-{job.pk}-end" '
+        'data-announce="Deletion complete: 4 profiles deleted from Trial users."'
+    ) in html
+    assert "Deletion history" in html and "autofocus" not in html
+    assert '<section id="refresh-status" class="card count-card" hx-swap-oob="true"' in html
+    text = " ".join(html.split())
+    assert "everyone in this segment was deleted on" in text
+    assert f"(deletion #{job.pk}). Refresh to re-evaluate the rules." in text
+    assert '<li role="none" id="deletion-menu-item" hx-swap-oob="true">' in html
+
+
+def test_after_a_deletion_the_count_line_says_what_the_number_is(editor_client, job):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    segment = job.segment
+    finished = segment.last_refreshed_at + timedelta(minutes=3)
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="completed", deleted=4, finished_at=finished
+    )
+    segment.member_count = 0
+    segment.save()
+    html = " ".join(editor_client.get(f"/segments/{segment.pk}/").content.decode().split())
+    when = timezone.localtime(finished).strftime("%-d %b %Y, %H:%M")
+    assert "0</strong> profiles: everyone in this segment was deleted on" in html
+    assert f"{when} UTC</time> (deletion #{job.pk}). Refresh to re-evaluate the rules." in html
+    assert "as of" not in html.split('id="member-count-line"')[1].split("</p>")[0]
+    # A refresh after the deletion makes the count the rules' again.
+    segment.last_refreshed_at = finished + timedelta(minutes=1)
+    segment.save()
+    html = editor_client.get(f"/segments/{segment.pk}/").content.decode()
+    assert "everyone in this segment was deleted" not in html and ", as of" in html
+
+
+def test_after_a_part_way_deletion_the_count_line_says_who_is_left(editor_client, job):
+    from django.utils import timezone
+
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="cancelled", deleted=1, finished_at=timezone.now()
+    )
+    segment = job.segment
+    segment.member_count = 3
+    segment.save()
+    html = editor_client.get(f"/segments/{segment.pk}/").content.decode()
+    assert f"the ones left after deletion #{job.pk} deleted 1 on" in html
+    assert "Refresh to re-evaluate the rules." in html
+
+
+def test_the_segment_page_has_one_live_region_and_it_is_empty(viewer_client, job):
+    import re
+
+    DeletionJob.objects.filter(pk=job.pk).update(status="running", deleted=1)
+    html = viewer_client.get(f"/segments/{job.segment_id}/").content.decode()
+    assert html.count("aria-live") == 1
+    assert re.search(r'<div id="announcer" [^>]*aria-live="polite"[^>]*></div>', html)
+    assert 'role="status"' not in html and 'role="alert"' not in html
 
 
 def test_progress_needs_view_access(outsider_client, job):
@@ -443,3 +660,61 @@ def test_the_dialog_is_not_offered_while_a_deletion_stopped_part_way_is_open(edi
 
 def url_of_dialog(job):
     return f"/segments/{job.segment_id}/delete-profiles/"
+
+
+# --- Refresh swaps the count in place and says so in the live region ---------
+
+
+def test_refresh_through_htmx_swaps_the_count_and_says_it_started(editor_client, population):
+    pk = population.segment.pk
+    response = editor_client.post(f"/segments/{pk}/refresh/", headers=HTMX)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section id="refresh-status"')
+    assert 'data-announce="Refreshing Trial users: counting who is in it…"' in html
+    assert "aria-live" not in html  # the page's one region is never swapped
+    # Refresh is disabled while it runs: the count line can take the focus.
+    assert 'id="refresh-button" disabled' in html
+    assert '<p class="count" id="member-count-line" tabindex="-1" data-status-focus>' in html
+
+
+def test_the_refresh_status_names_the_count_and_the_deletion_it_comes_from(viewer_client, job):
+    from datetime import timedelta
+
+    segment = job.segment
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status="completed", deleted=4, finished_at=segment.last_refreshed_at + timedelta(seconds=1)
+    )
+    segment.member_count = 0
+    segment.save()
+    response = viewer_client.get(f"/segments/{segment.pk}/refresh/status/", headers=HTMX)
+    assert response.status_code == 200
+    html = " ".join(response.content.decode().split())
+    assert "everyone in this segment was deleted on" in html and f"(deletion #{job.pk})" in html
+    assert 'data-announce="Refreshed: 0 profiles in Trial users."' in html
+    assert response["HX-Trigger"] == "segment-refreshed"
+
+
+def test_the_refresh_status_needs_view_access_a_known_segment_and_get(outsider_client, population):
+    pk = population.segment.pk
+    assert outsider_client.get(f"/segments/{pk}/refresh/status/", headers=HTMX).status_code == 403
+
+
+def test_the_refresh_status_of_an_unknown_segment_is_404_and_refuses_post(
+    viewer_client, population
+):
+    assert viewer_client.get("/segments/999999/refresh/status/", headers=HTMX).status_code == 404
+    pk = population.segment.pk
+    assert viewer_client.post(f"/segments/{pk}/refresh/status/").status_code == 405
+
+
+def test_polls_through_htmx_need_view_access(outsider_client, job):
+    params = {"polling": "1", "shown": "pending"}
+    assert outsider_client.get(progress_url(job), params, headers=HTMX).status_code == 403
+
+
+def test_polls_through_htmx_of_an_unknown_job_are_404_and_post_is_refused(viewer_client, job):
+    params = {"polling": "1", "shown": "pending"}
+    unknown = f"/segments/{job.segment_id}/deletions/999999/progress/"
+    assert viewer_client.get(unknown, params, headers=HTMX).status_code == 404
+    assert viewer_client.post(progress_url(job), params, headers=HTMX).status_code == 405

@@ -1,8 +1,11 @@
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.db.models import F
+from django.utils import timezone
 
-from messaging.models import Campaign, Message, MessageActivity
+from messaging.models import AudienceSegment, Campaign, Message, MessageActivity
+from messaging.selectors import campaign_reach
 from profiles.models import Event, Profile, SubscriptionPreference
 from segments.models import Segment, SegmentMembership
 from segments.rules import rules_matching_profiles
@@ -21,7 +24,7 @@ def test_seed_demo_fills_every_table(settings):
     assert Event.objects.count() == 600
     assert SubscriptionPreference.objects.exists()
     assert Segment.objects.filter(name="Trial users in Germany").exists()
-    assert Campaign.objects.count() == 4
+    assert Campaign.objects.count() == 7
     assert Message.objects.exists() and MessageActivity.objects.exists()
     editor = User.objects.get(username="editor")
     assert editor.check_password("demo")
@@ -110,3 +113,72 @@ def test_a_second_seed_demo_changes_no_data(settings):
     before = _demo_state()
     seed()
     assert _demo_state() == before
+
+
+# The demo tells one consistent story -----------------------------------------
+
+
+@pytest.fixture
+def demo(settings):
+    settings.DEBUG = True
+    call_command("seed_demo", profiles=1500, no_users=True)
+
+
+def test_every_send_went_to_someone_in_the_campaigns_audience(demo):
+    """A campaign aimed at an 81-person segment cannot show 714 sends."""
+    for campaign in Campaign.objects.filter(status=Campaign.Status.SENT):
+        audience = AudienceSegment.objects.filter(campaign=campaign)
+        included = audience.filter(mode="include").values("segment_id")
+        excluded = audience.filter(mode="exclude").values("segment_id")
+        members = SegmentMembership.objects.filter(segment_id__in=included)
+        outsiders = Message.objects.filter(campaign=campaign).exclude(
+            profile_id__in=members.values("profile_id")
+        )
+        assert not outsiders.exists(), campaign.name
+        assert not Message.objects.filter(
+            campaign=campaign,
+            profile_id__in=SegmentMembership.objects.filter(segment_id__in=excluded).values(
+                "profile_id"
+            ),
+        ).exists(), campaign.name
+        sends = campaign.messages.count()
+        assert 0 < sends <= campaign_reach(campaign=campaign), campaign.name
+
+
+def test_messages_go_out_when_their_campaign_was_sent(demo):
+    sent = Campaign.objects.filter(status=Campaign.Status.SENT)
+    assert sent.count() == 4
+    for campaign in sent:
+        assert campaign.created_at < campaign.sent_at < timezone.now(), campaign.name
+        times = campaign.messages.values_list("sent_at", flat=True)
+        assert min(times) >= campaign.sent_at, campaign.name
+        assert max(times) - campaign.sent_at < timezone.timedelta(hours=1), campaign.name
+    assert not Message.objects.filter(profile__created_at__gt=F("sent_at")).exists()
+    assert not MessageActivity.objects.filter(occurred_at__lt=F("message__sent_at")).exists()
+    assert not MessageActivity.objects.filter(occurred_at__gt=timezone.now()).exists()
+
+
+def test_unsent_campaigns_have_an_audience_and_no_sends(demo):
+    unsent = Campaign.objects.exclude(status=Campaign.Status.SENT)
+    assert {c.status for c in unsent} == {"draft", "scheduled"}
+    for campaign in unsent:
+        assert campaign.sent_at is None and not campaign.messages.exists(), campaign.name
+        assert campaign.audience.filter(mode="include").exists(), campaign.name
+        assert campaign_reach(campaign=campaign) > 0, campaign.name
+    assert all(c.scheduled_for > timezone.now() for c in unsent.filter(status="scheduled"))
+
+
+def test_nobody_acts_before_signing_up_or_in_the_future(demo):
+    """A profile created two days ago cannot have its last event three weeks ago."""
+    now = timezone.now()
+    assert not Event.objects.filter(occurred_at__lt=F("profile__created_at")).exists()
+    assert not Event.objects.filter(occurred_at__gt=now).exists()
+    assert not Profile.objects.filter(unsubscribed_at__gt=now).exists()
+    assert not Profile.objects.filter(unsubscribed_at__lt=F("created_at")).exists()
+    assert not SubscriptionPreference.objects.filter(changed_at__gt=now).exists()
+    assert not SubscriptionPreference.objects.filter(
+        changed_at__lt=F("profile__created_at")
+    ).exists()
+    # New people are in the demo too, with their events since they signed up.
+    recent = Profile.objects.filter(created_at__gt=now - timezone.timedelta(days=7))
+    assert recent.exists() and Event.objects.filter(profile__in=recent).exists()

@@ -133,7 +133,8 @@ def test_the_segment_page_shows_everything_needed_to_review_it(viewer_client):
         last_refreshed_at=timezone.now() - timedelta(minutes=5),
     )
     profile = ProfileFactory(email="ada@example.com", user_id="u-ada")
-    EventFactory(profile=profile, occurred_at=timezone.now() - timedelta(days=2))
+    last_event = timezone.now() - timedelta(days=2)
+    EventFactory(profile=profile, occurred_at=last_event)
     SegmentMembershipFactory(segment=segment, profile=profile)
     html = viewer_client.get(f"/segments/{segment.pk}/").content.decode()
     for text in (
@@ -144,7 +145,7 @@ def test_the_segment_page_shows_everything_needed_to_review_it(viewer_client):
         "5\xa0minutes ago",
         "ada@example.com",
         "u-ada",
-        "2\xa0days ago",
+        f"{last_event:%-d %b %Y, %H:%M} UTC",  # the last event, in the one date format
     ):
         assert text in html, text
 
@@ -199,14 +200,104 @@ def test_the_member_search_finds_a_member_by_email_or_user_id(viewer_client):
     assert [m.profile for m in by_user_id.context["members"]] == [bea]
 
 
-def test_the_member_search_prefers_an_exact_match(viewer_client):
+def test_the_member_search_names_an_exact_match_above_the_other_matches(viewer_client):
     segment = SegmentFactory()
     exact = ProfileFactory(email="someone@example.com", user_id="ada")
-    prefixed = ProfileFactory(email="ada@example.com", user_id="u-2")
-    for profile in (exact, prefixed):
+    contains = ProfileFactory(email="ada@example.com", user_id="u-2")
+    for profile in (exact, contains):
         SegmentMembershipFactory(segment=segment, profile=profile)
     response = viewer_client.get(f"/segments/{segment.pk}/", {"q": "ada"})
-    assert [m.profile for m in response.context["members"]] == [exact]
+    assert [m.profile for m in response.context["members"]] == [exact, contains]
+    html = response.content.decode()
+    assert re.search(
+        rf'data-testid="exact-match">Exact match: <a href="/profiles/{exact.pk}/">'
+        r"someone@example.com</a> \(user id ada\): in this segment.",
+        html,
+    )
+
+
+def test_the_member_search_finds_any_part_of_an_email_user_id_or_attribute_value(viewer_client):
+    segment = SegmentFactory()
+    ada = ProfileFactory(email="ada.lovelace@example.com", user_id="crm-1815")
+    grace = ProfileFactory(email="gh@example.org", properties={"last_name": "Hopper"})
+    outsider = ProfileFactory(email="lovelace.fan@example.net", properties={"last_name": "Hopper"})
+    for profile in (ada, grace):
+        SegmentMembershipFactory(segment=segment, profile=profile)
+
+    def members(query):
+        response = viewer_client.get(f"/segments/{segment.pk}/", {"q": query})
+        return [m.profile for m in response.context["members"]]
+
+    assert members("LOVELACE") == [ada]
+    assert members("m-181") == [ada]
+    assert members("hopp") == [grace]
+    assert outsider not in members("example")
+
+
+def test_the_members_pager_says_where_you_are_with_the_segments_count(viewer_client):
+    segment = SegmentFactory(member_count=51, last_refreshed_at=timezone.now())
+    for profile in ProfileFactory.create_batch(51):
+        SegmentMembershipFactory(segment=segment, profile=profile)
+    first = viewer_client.get(f"/segments/{segment.pk}/")
+    assert "Members 1\N{EN DASH}50 of 51 · page 1 of 2" in first.content.decode()
+    second = viewer_client.get(f"/segments/{segment.pk}/?{first.context['members'].next_query()}")
+    html = second.content.decode()
+    assert "Members 51\N{EN DASH}51 of 51 · page 2 of 2" in html and 'rel="prev"' in html
+
+
+def test_a_member_search_counts_its_matches_and_pages_through_them(viewer_client):
+    segment = SegmentFactory(member_count=60)
+    for profile in ProfileFactory.create_batch(55, properties={"plan": "growth"}):
+        SegmentMembershipFactory(segment=segment, profile=profile)
+    for profile in ProfileFactory.create_batch(5):
+        SegmentMembershipFactory(segment=segment, profile=profile)
+    first = viewer_client.get(f"/segments/{segment.pk}/", {"q": "growth"})
+    assert "Members 1\N{EN DASH}50 of 55" in first.content.decode()
+    second = viewer_client.get(f"/segments/{segment.pk}/?{first.context['members'].next_query()}")
+    ids = [m.profile_id for m in first.context["members"]] + [
+        m.profile_id for m in second.context["members"]
+    ]
+    assert len(ids) == len(set(ids)) == 55
+
+
+def test_a_short_member_search_says_it_finds_only_an_exact_user_id_or_email(viewer_client):
+    segment = SegmentFactory()
+    ab = ProfileFactory(email="ab@example.com", user_id="ab")
+    for profile in (ab, ProfileFactory(email="abe@example.com")):
+        SegmentMembershipFactory(segment=segment, profile=profile)
+    response = viewer_client.get(f"/segments/{segment.pk}/", {"q": "ab"})
+    assert [m.profile for m in response.context["members"]] == [ab]
+    assert "too short to search inside" in response.content.decode()
+
+
+def test_an_exact_match_outside_the_segment_is_named_as_such(viewer_client):
+    segment = SegmentFactory(last_refreshed_at=timezone.now())
+    SegmentMembershipFactory(segment=segment, profile__email="leeann@example.com")
+    lee = ProfileFactory(email="lee@example.com", user_id="lee")
+    html = viewer_client.get(f"/segments/{segment.pk}/", {"q": "lee"}).content.decode()
+    assert "leeann@example.com" in html
+    assert (
+        f'Exact match: <a href="/profiles/{lee.pk}/">lee@example.com</a> (user id lee): '
+        "not in this segment as of its last refresh." in html
+    )
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("x" * 256, "The search is too long: at most 255 characters."),
+        ("ada\x00", "The search contains a character that is not valid text."),
+    ],
+)
+def test_a_bad_member_search_is_refused_with_a_message(viewer_client, query, message):
+    segment = SegmentFactory()
+    SegmentMembershipFactory(segment=segment, profile__email="ada@example.com")
+    for headers in ({}, {**HTMX, "HTTP_HX_TARGET": "members"}):
+        response = viewer_client.get(f"/segments/{segment.pk}/", {"q": query}, **headers)
+        assert response.status_code == 400
+        html = response.content.decode()
+        assert f'role="alert" id="member-q-error">{message}</p>' in html
+        assert "ada@example.com" not in html
 
 
 def test_the_member_search_ignores_the_case_of_email_addresses(viewer_client):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from messaging.models import Campaign
 from segments.deletion import services as deletion
 from segments.deletion.selectors import segment_membership_token
 from segments.models import DeletionJob
@@ -85,6 +86,6 @@ def test_profile_attributes_and_event_names_are_text(editor_client, segment):
 
 
 def test_campaign_names_are_text(editor_client, segment):
-    campaign = segment.campaigns.get()
+    campaign = Campaign.objects.get(audience__segment=segment)
     assert_shown_as_text(editor_client.get("/campaigns/"))
     assert_shown_as_text(editor_client.get(f"/campaigns/{campaign.pk}/"))

@@ -33,6 +33,7 @@ SKIPPED = {
 # Named routes outside the dashboard's data, each with its reason.
 PUBLIC = {
     "home": "a redirect to the segment list, which itself needs a login",
+    "favicon": "a redirect to the icon, a static file",
     "logout": "logging out is for anyone with a session (POST only, tested in test_auth)",
 }
 LOGIN = "/accounts/login/?next="
@@ -90,7 +91,8 @@ def world(alice):
     job = DeletionJob.objects.create(
         segment=segment, segment_name=segment.name, status="failed", created_by=alice
     )
-    campaign = CampaignFactory(audience=segment)
+    # A draft, so the campaign page offers its audience editing too.
+    campaign = CampaignFactory(audience=segment, status="draft")
     MessageFactory(campaign=campaign, profile=profile)
     return World(segment, job, profile, campaign)
 
@@ -156,10 +158,18 @@ def test_the_walk_finds_the_dashboard():
         "segments:deletion_progress",
         "segments:deletion_receipt",
         "segments:deletion_receipt_json",
+        "segments:export_members",
+        "segments:deletion_impact",
+        "segments:deletion_history",
         "profiles:list",
         "profiles:detail",
+        "profiles:events",
         "messaging:campaign_list",
         "messaging:campaign_detail",
+        "messaging:audience_add",
+        "messaging:audience_remove",
+        "messaging:audience_undo",
+        "segments:archive_instead",
     } <= names
     assert not any(route.route.startswith(("api/", "admin/")) for route in ROUTES)
 

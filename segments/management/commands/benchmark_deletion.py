@@ -7,9 +7,11 @@ from segments.deletion.benchmark import BenchConfig, benchmark_deletion, format_
 
 class Command(BaseCommand):
     help = (
-        "Measure the segment deletion job against one set-based SQL transaction (the floor) "
-        "and the naive ORM delete, on identical copies of a generated dataset, with web and "
-        "API latency measured while the job runs. Uses its own databases; prints figures."
+        "Measure the segment deletion job against three floors (the same erasure in a "
+        "PL/pgSQL batch loop, as one transaction over an id array, and as one transaction "
+        "of joins) and the naive ORM delete, alternating on identical copies of a generated "
+        "dataset, with web and API latency measured while the job runs. Uses its own "
+        "databases; prints figures."
     )
 
     def add_arguments(self, parser):
@@ -22,12 +24,20 @@ class Command(BaseCommand):
         parser.add_argument("--no-http", action="store_true", help="Skip the latency sampling.")
         parser.add_argument("--keep", action="store_true", help="Keep the benchmark databases.")
         parser.add_argument("--prefix", default="vero_bench", help="Database name prefix.")
+        parser.add_argument(
+            "--repeat", type=int, default=3, help="Rounds of ours and each floor (default 3)."
+        )
+        parser.add_argument(
+            "--no-phases", action="store_true", help="Skip the per-statement timing run."
+        )
 
     def handle(self, *args, **o):
         if o["profiles"] < 10 or o["events_per_profile"] < 0:
             raise CommandError("--profiles must be at least 10 and --events-per-profile >= 0.")
         if not 0 < o["segment_share"] <= 1:
             raise CommandError("--segment-share must be in (0, 1].")
+        if o["repeat"] < 1:
+            raise CommandError("--repeat must be at least 1.")
         config = BenchConfig(
             profiles=o["profiles"],
             events_per_profile=o["events_per_profile"],
@@ -37,6 +47,8 @@ class Command(BaseCommand):
             http=not o["no_http"],
             prefix=o["prefix"],
             keep=o["keep"],
+            repeat=o["repeat"],
+            phases=not o["no_phases"],
         )
         result = benchmark_deletion(config, log=self.stdout.write)
         self.stdout.write("")

@@ -1,15 +1,21 @@
 import time
+from datetime import timedelta
+from functools import reduce
+from operator import or_
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
 
-from messaging.demo_data import insert_sends
-from messaging.models import Campaign
+from messaging.demo_data import insert_audience_sends
+from messaging.models import AudienceSegment, Campaign
 from profiles import demo_data
 from profiles.models import Profile
 from segments.models import Segment
+from segments.rules import rules_matching_profiles
 
 DEMO_USERS = [
     # username, group, superuser
@@ -134,12 +140,53 @@ DEMO_SEGMENTS = [
     ),
 ]
 
+# name, subject, status, days from now (sent: ago; scheduled: ahead),
+# included segments, excluded segments. Sent campaigns went to the people of
+# their audience then: members of an included segment, less those of an
+# excluded one, who had signed up by then, were subscribed and had an email.
 DEMO_CAMPAIGNS = [
-    # name, subject, audience, every, offset
-    ("Spring newsletter", "What's new this spring", "Newsletter readers", 3, 0),
-    ("Win-back offer", "We miss you: 20% off", "Inactive for 90 days", 5, 1),
-    ("Trial ending soon", "Your trial ends in 3 days", "Trial users in Germany", 7, 2),
-    ("Product update: reports", "Reports got faster", None, 4, 3),
+    (
+        "Spring newsletter",
+        "What's new this spring",
+        "sent",
+        20,
+        ["Newsletter readers"],
+        ["Unsubscribed"],
+    ),
+    ("Win-back offer", "We miss you: 20% off", "sent", 12, ["Inactive for 90 days"], []),
+    ("Trial ending soon", "Your trial ends in 3 days", "sent", 5, ["Trial users in Germany"], []),
+    (
+        "Product update: reports",
+        "Reports got faster",
+        "sent",
+        30,
+        ["High-value subscribers", "Repeat buyers"],
+        [],
+    ),
+    (
+        "Summer sale",
+        "Summer sale: up to 40% off",
+        "scheduled",
+        6,
+        ["Newsletter readers", "Repeat buyers"],
+        ["Unsubscribed", "Churn risk in France or Spain"],
+    ),
+    (
+        "We'd love your feedback",
+        "Two minutes to tell us how we're doing",
+        "draft",
+        None,
+        ["Churn risk in France or Spain"],
+        ["Unsubscribed"],
+    ),
+    (
+        "Trial tips, week 2",
+        "Get more from your trial",
+        "draft",
+        None,
+        ["Trial users in Germany", "Inactive for 90 days"],
+        [],
+    ),
 ]
 
 BATCH = 100_000
@@ -233,27 +280,50 @@ class Command(BaseCommand):
             )
 
     def _seed_campaigns(self):
-        total_profiles = Profile.objects.count()
-        for name, subject, audience_name, every, offset in DEMO_CAMPAIGNS:
+        now = timezone.now()
+        segments = {segment.name: segment for segment in Segment.objects.all()}
+        for name, subject, status, days, included, excluded in DEMO_CAMPAIGNS:
             if Campaign.objects.filter(name=name).exists():
                 continue
             with transaction.atomic():
-                campaign = Campaign.objects.create(
-                    name=name,
-                    subject=subject,
-                    audience=Segment.objects.filter(name=audience_name).first(),
-                )
-                if name == "Spring newsletter":
-                    campaign.excluded_segments.set(Segment.objects.filter(name="Unsubscribed"))
-                sent = insert_sends(
+                campaign = Campaign.objects.create(name=name, subject=subject, status=status)
+                for mode, names in (("include", included), ("exclude", excluded)):
+                    AudienceSegment.objects.bulk_create(
+                        AudienceSegment(campaign=campaign, segment=segments[n], mode=mode)
+                        for n in names
+                        if n in segments
+                    )
+                created = now - timedelta(days=(days or 0) + 3)
+                Campaign.objects.filter(pk=campaign.pk).update(created_at=created)
+                if status == "scheduled":
+                    Campaign.objects.filter(pk=campaign.pk).update(
+                        scheduled_for=now + timedelta(days=days)
+                    )
+                if status != "sent":
+                    self.stdout.write(f"  campaign {name!r}: {status}")
+                    continue
+                sent_at = now - timedelta(days=days)
+                sent = insert_audience_sends(
                     campaign_id=campaign.pk,
-                    every=every,
-                    offset=offset,
-                    limit=min(200_000, max(1, total_profiles // every)),
+                    recipients=self._audience(included, excluded),
+                    sent_at=sent_at,
+                    limit=200_000,
                 )
-                campaign.sent_at = campaign.created_at
-                campaign.save(update_fields=["sent_at"])
+                Campaign.objects.filter(pk=campaign.pk).update(sent_at=sent_at)
             self.stdout.write(f"  campaign {name!r}: {sent:,} sends")
+
+    @staticmethod
+    def _audience(included, excluded):
+        """Who the rules of the included segments pick, less whom the
+        excluded ones pick: the memberships a refresh would make (and does,
+        unless --no-refresh), so every send is to someone in the audience."""
+        rules = dict(
+            Segment.objects.filter(name__in=included + excluded).values_list("name", "rules")
+        )
+        picked = reduce(or_, (Q(pk__in=rules_matching_profiles(rules[n])) for n in included))
+        for name in excluded:
+            picked &= ~Q(pk__in=rules_matching_profiles(rules[name]))
+        return Profile.objects.filter(picked).values("id")
 
     def _seed_users(self):
         password = settings.DEMO_PASSWORD

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Render the README's deletion benchmark tables from `benchmark_deletion --json`.
+
+    .venv/bin/python scripts/bench_table.py bench-100k.json [--phases]
+
+Prints Markdown: ours and each floor (median, spread, profiles/s, ours / it),
+ours against the best floor, and with --phases where a batch of ours goes.
+Plain Python, no Django: it reads only the JSON.
+"""
+
+import argparse
+import json
+import statistics
+
+LABELS = {
+    "ours": "ours (qcluster job)",
+    "floor_loop": "floor: PL/pgSQL loop, our batch sizes, a COMMIT each",
+    "floor_array": "floor: one transaction over an id array",
+    "floor_join": "floor: one transaction of joins",
+}
+
+
+def contenders(result) -> list[str]:
+    s, r, ours = result["summary"], result["ratios"], result["ours"]
+    total = ours["total"]
+    lines = [
+        f"| {result['config']['profiles']:,} profiles, {total:,} deleted, "
+        f"{s['ours']['n']} rounds | median s | min-max s | profiles/s | ours / it |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, label in LABELS.items():
+        f = s[key]
+        ratio = "" if key == "ours" else f"{r[f'ours_over_{key}']:.2f}"
+        if key == r["best_floor"]:
+            label, ratio = f"**{label}** (best floor)", f"**{ratio}**"
+        lines.append(
+            f"| {label} | {f['median']:.2f} | {f['min']:.2f}-{f['max']:.2f} | "
+            f"{round(total / f['median']):,} | {ratio} |"
+        )
+    lines.append(f"| **ours / best floor** (medians) | **{r['ours_over_best_floor']:.2f}** | | | |")
+    rounds = list(zip(*(result["runs"][key] for key in LABELS), strict=True))
+    paired = [
+        f"{ours['seconds'] / min(f['seconds'] for f in floors):.2f}" for ours, *floors in rounds
+    ]
+    lines.append(f"| ours / that round's fastest floor, by round | {', '.join(paired)} | | | |")
+    gaps = [
+        f"{ours['mean_batch_ms'] - loop['mean_batch_ms']:.0f}"
+        for ours, loop, *_ in rounds
+        if ours.get("mean_batch_ms") and loop.get("mean_batch_ms")
+    ]
+    if gaps:
+        lines.append(
+            f"| ours' mean batch minus the loop floor's (same sizes), ms, round by round "
+            f"| {', '.join(gaps)} | | | |"
+        )
+    loaded, naive = result.get("ours_under_load"), result.get("naive")
+    if loaded:
+        lines.append(f"| ours with pages+API busy (1 run) | {loaded['seconds']:.2f} | | | |")
+    if naive:
+        lines.append(
+            f"| naive ORM delete (1 run, peak RSS {naive['peak_rss_mb']:.0f} MB) | "
+            f"{naive['seconds']:.2f} | | | |"
+        )
+    lines.append(
+        f"| ours: batches; mean, longest batch; worker peak RSS (median run) | "
+        f"{ours['batches']}; {ours['mean_batch_ms']}, {ours['longest_batch_ms']} ms; "
+        f"{ours['worker_peak_rss_mb']} MB | | | |"
+    )
+    return lines
+
+
+def phases(result) -> list[str]:
+    p = result.get("phases")
+    if not p:
+        return []
+    loop = [r for r in result["runs"]["floor_loop"] if r.get("batches")]
+    lines = [
+        "",
+        f"| a batch of ours ({p['batches']} batches, mean {p['mean_batch_ms']} ms, "
+        f"{p['round_trips_per_batch']} statements) | ms per batch |",
+        "|---|---:|",
+    ]
+    for phase, ms in p["phase_ms_per_batch"].items():
+        lines.append(f"| {phase} | {ms:.2f} |")
+    lines += [
+        f"| *sum: erasure statements* | {p['erase_ms_per_batch']:.2f} |",
+        f"| *sum: locking (two lock statements, SET CONSTRAINTS)* | "
+        f"{p['locking_ms_per_batch']:.2f} |",
+        f"| *sum: bookkeeping (job row, ids, counters, batch log, checks)* | "
+        f"{p['bookkeeping_ms_per_batch']:.2f} |",
+        f"| one round trip (`SELECT 1`, median) | {p['round_trip_ms']:.3f} |",
+        f"| end of the job (recounts), once | {p['end_of_job_ms']:.1f} |",
+    ]
+    if loop:
+        per = [
+            (
+                r["mean_batch_ms"],
+                sum(r["step_ms"].values()) / r["batches"],
+                r["lock_ms"] / r["batches"],
+            )
+            for r in loop
+        ]
+        batch, erase, lock = (statistics.median(x[i] for x in per) for i in range(3))
+        lines += [
+            f"| the loop floor, same batch sizes: whole batch | {batch:.2f} |",
+            f"| the loop floor: erasure statements / lock | {erase:.2f} / {lock:.2f} |",
+        ]
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json_path")
+    parser.add_argument("--phases", action="store_true", help="Also where a batch goes.")
+    args = parser.parse_args(argv)
+    with open(args.json_path) as f:
+        result = json.load(f)
+    lines = contenders(result)
+    if args.phases:
+        lines += phases(result)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

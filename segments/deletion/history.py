@@ -1,0 +1,69 @@
+"""The deletions page: every deletion job across segments, newest first.
+
+View access is enough (``segments.view_segment``): it shows what the segment
+pages already show, job by job, and no person. While a job on the page is in
+progress, htmx polls the page's table partial, which stops polling once
+nothing on it runs.
+"""
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from segments.deletion.selectors import HISTORY_STATUSES, deletion_history
+from vero_admin.access import require_perms
+
+STATUS_CHOICES = [("", "Any status")] + [
+    (key, label) for key, (_, label) in HISTORY_STATUSES.items()
+]
+
+
+class DeletionHistoryFilter(forms.Form):
+    status = forms.ChoiceField(
+        label="Status",
+        required=False,
+        choices=STATUS_CHOICES,
+        error_messages={
+            "invalid_choice": "“%(value)s” is not a status to filter by; showing every deletion."
+        },
+    )
+    before = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        widget=forms.HiddenInput,
+        error_messages={
+            "invalid": "That page address is not valid; showing the newest deletions.",
+            "min_value": "That page address is not valid; showing the newest deletions.",
+            "max_value": "That page address is not valid; showing the newest deletions.",
+        },
+    )
+
+
+@require_GET
+@login_required
+def deletion_history_page(request: HttpRequest) -> HttpResponse:
+    """A bad filter or page value answers 400 with the reason, and the first
+    page of every deletion, so the page is still of use."""
+    require_perms(request.user, "segments.view_segment")
+    form = DeletionHistoryFilter(request.GET)
+    valid = form.is_valid()
+    status = form.cleaned_data.get("status", "") if valid else ""
+    before = form.cleaned_data.get("before") if valid else None
+    jobs, next_before = deletion_history(status=status, before=before)
+    context = {
+        "form": form,
+        "jobs": jobs,
+        "status": status,
+        "status_label": HISTORY_STATUSES[status][1] if status else "",
+        "next_before": next_before,
+        "is_first": before is None,
+        "running": sum(1 for job in jobs if job.is_active),
+        "errors": [error for errors in form.errors.values() for error in errors],
+    }
+    template = "segments/deletions.html"
+    if request.htmx and request.htmx.target == "deletion-jobs":
+        template += "#jobs"
+    return render(request, template, context, status=200 if valid else 400)
