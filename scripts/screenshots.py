@@ -132,9 +132,9 @@ def main(argv=None) -> int:
         shoot(page, "flow-4-progress", args.out)
 
         # 5. The worker finishes; the page says what was deleted.
-        done = page.get_by_role("status").filter(has_text=re.compile(r"deleted from"))
-        expect(done.first).to_be_visible(timeout=args.timeout * 1000)
-        center(done.first)
+        done = page.get_by_role("heading", name="Deletion complete", exact=True)
+        expect(done).to_be_visible(timeout=args.timeout * 1000)
+        center(done)
         shoot(page, "flow-5-done", args.out)
 
         browser.close()

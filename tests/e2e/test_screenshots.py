@@ -55,12 +55,14 @@ def test_the_screenshot_script_walks_the_flow_and_writes_every_picture(
         ],
     }
     segment.save()
+    out = tmp_path / "pictures"  # the worker writes its receipts under tmp_path too
+    out.mkdir()
     with QCluster():
-        result = run_script(live_server, tmp_path, "Lapsed trials")
+        result = run_script(live_server, out, "Lapsed trials")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PICTURES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(PICTURES)
     for name in PICTURES:
-        assert png_size(tmp_path / name) == (1280, 800)
+        assert png_size(out / name) == (1280, 800)
     assert not Profile.objects.filter(pk__in=population.doomed).exists()
 
 
