@@ -64,6 +64,28 @@ def test_the_receipt_downloads_as_json_with_every_digest(editor_client, ended_jo
     assert len(document["profiles"]) == 4
 
 
+def test_the_receipt_page_shows_nested_rules_with_every_identifier_as_its_fingerprint(
+    editor_client, population, alice
+):
+    from tests.segments.test_deletion_receipts import CLEAR_IDENTIFIERS, NESTED_RULES, sha
+
+    population.segment.rules = NESTED_RULES
+    population.segment.save()
+    job = start(population, alice)
+    run_to_end(job)
+    html = editor_client.get(receipt_url(job)).content.decode()
+    for clear in CLEAR_IDENTIFIERS:
+        assert clear not in html
+    assert "Attribute “country” is “FR”" in html
+    # The nested group's conditions are shown, each digest as what it stands for.
+    assert f"Email is the address whose SHA-256 is {sha('alan@turing.example')}" in html
+    assert f"User id contains a text whose SHA-256 (as written) is {sha('zed-')}" in html
+    assert "Email is set" in html
+    assert "Any of these:" in html
+    assert f"User id is not the user id whose SHA-256 is {sha('u-77')}" in html
+    assert "not valid" not in html
+
+
 @pytest.mark.parametrize("kind", ["", "json"])
 def test_the_receipt_needs_a_login(client, ended_job, kind):
     response = client.get(receipt_url(ended_job, kind))
