@@ -18,7 +18,10 @@ ask the same questions after a job, whatever happened to it on the way:
 - The job's counters agree with its snapshot: deleted + skipped is the number
   of snapshot rows up to the cursor, and the total once it completed.
 - Its receipt holds digests only, one entry per deleted profile, in the
-  database and (once the job has ended) in its file in DELETION_RECEIPTS_DIR.
+  database and (once the job has ended) in its file in DELETION_RECEIPTS_DIR;
+  and every email or user-id value in its rules (summary and file) is a
+  64-hex digest (the deleted people cannot be named after their erasure, so
+  this is what can be checked).
 
 The tables come from ``Profile._meta.related_objects``, as in
 ``profiles.erasure``, so a table added later is checked too.
