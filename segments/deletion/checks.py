@@ -18,7 +18,10 @@ ask the same questions after a job, whatever happened to it on the way:
 - The job's counters agree with its snapshot: deleted + skipped is the number
   of snapshot rows up to the cursor, and the total once it completed.
 - Its receipt holds digests only, one entry per deleted profile, in the
-  database and (once the job has ended) in its file in DELETION_RECEIPTS_DIR.
+  database and (once the job has ended) in its file in DELETION_RECEIPTS_DIR;
+  and every email or user-id value in its rules (summary and file) is a
+  64-hex digest (the deleted people cannot be named after their erasure, so
+  this is what can be checked).
 
 The tables come from ``Profile._meta.related_objects``, as in
 ``profiles.erasure``, so a table added later is checked too.
@@ -38,6 +41,7 @@ from segments.deletion.receipts import (
     ReceiptUnreadable,
     receipt_path,
     receipt_read_file,
+    receipt_rules_redacted,
     receipt_summary,
 )
 from segments.models import DeletionJob, DeletionJobProfile, DeletionReceiptEntry
@@ -341,6 +345,18 @@ def _receipt_holds_digests_only(job: DeletionJob) -> list[Finding]:
             + ".",
         )
     ]
+    # The people a job erased cannot be named after their erasure, so the
+    # rules are checked instead: every email or user-id value is a digest.
+    rules_ok = receipt_rules_redacted(receipt_summary(job)["segment"]["rules"])
+    findings.append(
+        Finding(
+            "receipt rules",
+            rules_ok,
+            "Every email or user id in the receipt's rules is a SHA-256 digest."
+            if rules_ok
+            else "The receipt's rules hold an email or user id that is not a SHA-256 digest.",
+        )
+    )
     path = receipt_path(job.pk)
     if job.is_active:
         return findings
@@ -358,10 +374,16 @@ def _receipt_holds_digests_only(job: DeletionJob) -> list[Finding]:
         summary, file_entries = receipt_read_file(path)
         in_file = sum(1 for _ in file_entries)  # each entry is checked to be digests
         expected = set(receipt_summary(job))
-        ok = set(summary) == expected and in_file == count
+        file_rules_ok = receipt_rules_redacted((summary.get("segment") or {}).get("rules"))
+        ok = set(summary) == expected and in_file == count and file_rules_ok
         detail = (
             f"The receipt file {path.name} lists {in_file:,} erased profiles, as digests only"
             + ("" if ok else f", and should list {count:,} with the fields {sorted(expected)}")
+            + (
+                ""
+                if file_rules_ok
+                else "; its rules hold an email or user id that is not a SHA-256 digest"
+            )
             + "."
         )
     except (OSError, ReceiptUnreadable) as exc:

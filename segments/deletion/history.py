@@ -12,7 +12,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from segments.deletion.selectors import HISTORY_STATUSES, deletion_history
+from segments.deletion.selectors import (
+    HISTORY_STATUSES,
+    deletion_history,
+    user_can_delete_profiles,
+)
 from vero_admin.access import require_perms
 
 STATUS_CHOICES = [("", "Any status")] + [
@@ -61,6 +65,8 @@ def deletion_history_page(request: HttpRequest) -> HttpResponse:
         "next_before": next_before,
         "is_first": before is None,
         "running": sum(1 for job in jobs if job.is_active),
+        # Receipts are for those who may delete profiles (Editors).
+        "can_delete_profiles": user_can_delete_profiles(request.user),
         "errors": [error for errors in form.errors.values() for error in errors],
     }
     template = "segments/deletions.html"

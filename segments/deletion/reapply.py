@@ -4,8 +4,11 @@ A restored backup may predate a deletion, and then holds its people again
 (and not the job, nor its receipt rows, nor its suppressions). The receipt
 files in DELETION_RECEIPTS_DIR live outside the database; this erases, through
 the same erasure as the job (``profiles.erasure``, in batches), every profile
-whose user id or email digest is listed in one of them, and puts back the
-suppressions of receipts that had "stop them from coming back".
+whose user id or email digest is listed in one of them and that was
+created at or before that receipt's confirmation (the job's people all
+existed at its snapshot; someone who came back later is a new profile, and
+stays), and puts back the suppressions of receipts that had "stop them from
+coming back".
 
 Set-based and flat in memory: the digests are streamed from the files into a
 temporary table in chunks, the profiles to erase are found with one join
@@ -19,10 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import connection, transaction
+from django.utils.dateparse import parse_datetime
 
 from profiles.erasure import profiles_erase
 from profiles.models import Profile, Suppression
-from segments.deletion.receipts import EMAIL_SQL, USER_ID_SQL, receipt_read_file
+from segments.deletion.receipts import (
+    EMAIL_SQL,
+    USER_ID_SQL,
+    ReceiptUnreadable,
+    receipt_read_file,
+)
 from segments.models import SegmentMembership
 from segments.services import segment_recount
 
@@ -65,7 +74,8 @@ def deletions_reapply(
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {DIGESTS}, {TARGETS}")
         cursor.execute(
-            f"CREATE TEMP TABLE {DIGESTS} (source int, kind text, digest text, suppress bool)"
+            f"CREATE TEMP TABLE {DIGESTS} "
+            "(source int, kind text, digest text, suppress bool, confirmed_at timestamptz)"
         )
         try:
             for source, path in enumerate(paths):
@@ -96,9 +106,11 @@ def _load(cursor, source: int, path: Path) -> ReceiptFound:
     # costs more in Python than the whole load does in PostgreSQL. The
     # reader has checked every digest to be 64 hex digits.
     suppress = "t" if found.suppressed else "f"
-    user_id = f"{source}\t{Suppression.Kind.USER_ID}\t{{}}\t{suppress}\n"
-    email = f"{source}\t{Suppression.Kind.EMAIL}\t{{}}\t{suppress}\n"
-    with cursor.copy(f"COPY {DIGESTS} (source, kind, digest, suppress) FROM STDIN") as copy:
+    confirmed = _confirmed_at(summary, path)
+    user_id = f"{source}\t{Suppression.Kind.USER_ID}\t{{}}\t{suppress}\t{confirmed}\n"
+    email = f"{source}\t{Suppression.Kind.EMAIL}\t{{}}\t{suppress}\t{confirmed}\n"
+    columns = "source, kind, digest, suppress, confirmed_at"
+    with cursor.copy(f"COPY {DIGESTS} ({columns}) FROM STDIN") as copy:
         lines = []
         for user_id_digest, email_digest in entries:
             found.listed += 1
@@ -113,6 +125,15 @@ def _load(cursor, source: int, path: Path) -> ReceiptFound:
     return found
 
 
+def _confirmed_at(summary: dict, path: Path) -> str:
+    """When the receipt's job was confirmed, as COPY text: its snapshot
+    held only profiles that existed then."""
+    confirmed = parse_datetime(str(summary.get("confirmed_at") or ""))
+    if confirmed is None or confirmed.tzinfo is None:
+        raise ReceiptUnreadable(f"{path}: no time of confirmation (confirmed_at).")
+    return confirmed.isoformat()
+
+
 def _find_targets(cursor, result: ReapplyResult) -> None:
     profiles = connection.ops.quote_name(Profile._meta.db_table)
     user_id = USER_ID_SQL.format(col="p.user_id")
@@ -121,10 +142,10 @@ def _find_targets(cursor, result: ReapplyResult) -> None:
         f"CREATE TEMP TABLE {TARGETS} AS "  # noqa: S608
         f"SELECT p.id, d.source FROM {profiles} p JOIN {DIGESTS} d "
         f"ON d.kind = '{Suppression.Kind.USER_ID}' AND d.digest = {user_id} "
-        "WHERE p.user_id IS NOT NULL "
+        "WHERE p.user_id IS NOT NULL AND p.created_at <= d.confirmed_at "
         f"UNION SELECT p.id, d.source FROM {profiles} p JOIN {DIGESTS} d "
         f"ON d.kind = '{Suppression.Kind.EMAIL}' AND d.digest = {email} "
-        "WHERE p.email <> ''"
+        "WHERE p.email <> '' AND p.created_at <= d.confirmed_at"
     )
     cursor.execute(f"CREATE INDEX ON {TARGETS} (id)")
     cursor.execute(f"SELECT source, count(DISTINCT id) FROM {TARGETS} GROUP BY source")  # noqa: S608

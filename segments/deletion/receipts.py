@@ -20,10 +20,12 @@ data subject's request be answered ("your address's digest is in receipt
 42") and a deletion be replayed after a restore, without keeping addresses.
 """
 
+import hashlib
 import json
 import logging
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -36,6 +38,7 @@ from django.utils import timezone
 
 from profiles.models import Profile, Suppression
 from segments.models import DeletionJob, DeletionReceiptEntry
+from segments.rules import Described, rules_describe
 
 logger = logging.getLogger(__name__)
 
@@ -103,25 +106,116 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
-def _rules_for_receipt(rules):
-    """The rules as confirmed, with a value that names one person (an email
-    or user id compared for equality) replaced by its digest: the receipt
-    holds no identifier in clear."""
+IDENTIFIER_FIELDS = ("email", "user_id")
+# How each kind of redacted value was hashed, written beside its digest.
+HASHED_ADDRESS = "the email address, trimmed and lower-cased"
+HASHED_USER_ID = "the user id, as written"
+HASHED_FRAGMENT = "the text in the rule, as written (part of an email or user id)"
+HASHED_LABELS = {
+    HASHED_ADDRESS: "the address whose SHA-256 is {}",
+    HASHED_USER_ID: "the user id whose SHA-256 is {}",
+    HASHED_FRAGMENT: "a text whose SHA-256 (as written) is {}",
+}
+
+
+def _is_identifier_condition(rules) -> bool:
+    return (
+        isinstance(rules, dict)
+        and rules.get("type") == "property"
+        and rules.get("field") in IDENTIFIER_FIELDS
+        and "value" in rules
+    )
+
+
+def _redacted_value(field: str, operator, value):
+    """The digest standing for a value compared with an email or user id."""
+    if isinstance(value, list):
+        return [_redacted_value(field, operator, item) for item in value]
+    if isinstance(value, dict) and DIGEST.match(str(value.get("sha256"))):
+        return value  # already redacted
+    text = value if isinstance(value, str) else json.dumps(value)
+    if operator in ("equals", "not_equals"):
+        kind = Suppression.Kind.EMAIL if field == "email" else Suppression.Kind.USER_ID
+        hashed = HASHED_ADDRESS if field == "email" else HASHED_USER_ID
+        return {"sha256": Suppression.digest_of(kind, text), "hashed": hashed}
+    # contains, starts with, in-lists…: a fragment, hashed exactly as written.
+    return {"sha256": hashlib.sha256(text.encode()).hexdigest(), "hashed": HASHED_FRAGMENT}
+
+
+def receipt_rules(rules):
+    """The rules as confirmed, redacted for the receipt (its page, its JSON
+    download and its file): structure, fields and operators kept; the value
+    of every condition on an email or user id, whatever its operator,
+    replaced by its SHA-256 digest (labelled with how it was hashed). Other
+    values (an attribute's, "country is FR") are kept as written."""
     if isinstance(rules, list):
-        return [_rules_for_receipt(item) for item in rules]
+        return [receipt_rules(item) for item in rules]
     if not isinstance(rules, dict):
         return rules
-    out = {key: _rules_for_receipt(value) for key, value in rules.items()}
-    field = rules.get("field")
-    if (
-        rules.get("type") == "property"
-        and field in ("email", "user_id")
-        and rules.get("operator") in ("equals", "not_equals")
-        and isinstance(rules.get("value"), (str, int))
-    ):
-        kind = Suppression.Kind.EMAIL if field == "email" else Suppression.Kind.USER_ID
-        out["value"] = {"sha256": Suppression.digest_of(kind, str(rules["value"]))}
+    out = {key: receipt_rules(value) for key, value in rules.items()}
+    if _is_identifier_condition(rules):
+        out["value"] = _redacted_value(rules["field"], rules.get("operator"), rules["value"])
     return out
+
+
+def receipt_rules_values(rules) -> Iterator:
+    """Every value of a condition on an email or user id in these rules (as
+    a receipt holds them: each should be a redacted digest)."""
+    if isinstance(rules, list):
+        for item in rules:
+            yield from receipt_rules_values(item)
+    elif isinstance(rules, dict):
+        if _is_identifier_condition(rules):
+            value = rules["value"]
+            yield from value if isinstance(value, list) else [value]
+        for key, value in rules.items():
+            if key != "value" or not _is_identifier_condition(rules):
+                yield from receipt_rules_values(value)
+
+
+def receipt_rules_redacted(rules) -> bool:
+    """Each email or user-id value in these rules is a 64-hex digest."""
+    return all(
+        isinstance(value, dict)
+        and isinstance(value.get("sha256"), str)
+        and DIGEST.match(value["sha256"]) is not None
+        for value in receipt_rules_values(rules)
+    )
+
+
+def receipt_rules_describe(redacted) -> Described:
+    """The redacted rules in the segment page's words, nested groups and
+    all; each digest is shown as what it stands for ("the address whose
+    SHA-256 is …"), never as a value someone typed."""
+    labels: dict[str, str] = {}
+
+    def placeholder(value):
+        if isinstance(value, list):
+            return [placeholder(item) for item in value]
+        if isinstance(value, dict) and "sha256" in value:
+            token = f"receipt-digest-{len(labels)}-{secrets.token_hex(8)}"
+            label = HASHED_LABELS.get(value.get("hashed"), "a value whose SHA-256 is {}")
+            labels[f"“{token}”"] = label.format(value["sha256"])
+            return token
+        return value
+
+    def shown(rules):
+        if isinstance(rules, list):
+            return [shown(item) for item in rules]
+        if not isinstance(rules, dict):
+            return rules
+        out = {key: shown(value) for key, value in rules.items()}
+        if _is_identifier_condition(rules):
+            out["value"] = placeholder(rules["value"])
+        return out
+
+    def relabel(node: Described) -> Described:
+        text = node.text
+        for token, label in labels.items():
+            text = text.replace(token, label)
+        return Described(text, [relabel(child) for child in node.children])
+
+    return relabel(rules_describe(shown(redacted)))
 
 
 def receipt_summary(job: DeletionJob) -> dict:
@@ -138,7 +232,7 @@ def receipt_summary(job: DeletionJob) -> dict:
         "segment": {
             "id": job.segment_id,
             "name": job.segment_name,
-            "rules": _rules_for_receipt(job.rules_at_confirmation),
+            "rules": receipt_rules(job.rules_at_confirmation),
         },
         "suppressed": job.suppress,
         "counts": {

@@ -14,7 +14,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from segments.deletion import services as deletion
 from segments.deletion.forms import DeleteProfilesForm
-from segments.deletion.receipts import receipt_chunks, receipt_path
+from segments.deletion.receipts import (
+    receipt_chunks,
+    receipt_path,
+    receipt_rules,
+    receipt_rules_describe,
+)
 from segments.deletion.selectors import (
     deletion_dialog_context,
     deletion_panel_context,
@@ -24,7 +29,6 @@ from segments.deletion.selectors import (
     user_can_delete_profiles,
 )
 from segments.models import DeletionJob, Segment
-from segments.rules import rules_describe
 
 
 def _get_segment_for_deletion(request: HttpRequest, pk: int) -> Segment:
@@ -267,7 +271,7 @@ def deletion_receipt(request: HttpRequest, job_pk: int) -> HttpResponse:
         return refusal
     context = {
         "job": job,
-        "rules": rules_describe(job.rules_at_confirmation),
+        "rules": receipt_rules_describe(receipt_rules(job.rules_at_confirmation)),
         "entry_count": job.receipt_entries.count(),
     }
     return render(request, "segments/deletion_receipt.html", context)

@@ -2,6 +2,7 @@
 the dialog's "Also stop these people from coming back"."""
 
 import json
+import re
 
 import pytest
 from django.test import Client
@@ -64,6 +65,28 @@ def test_the_receipt_downloads_as_json_with_every_digest(editor_client, ended_jo
     assert len(document["profiles"]) == 4
 
 
+def test_the_receipt_page_shows_nested_rules_with_every_identifier_as_its_fingerprint(
+    editor_client, population, alice
+):
+    from tests.segments.test_deletion_receipts import CLEAR_IDENTIFIERS, NESTED_RULES, sha
+
+    population.segment.rules = NESTED_RULES
+    population.segment.save()
+    job = start(population, alice)
+    run_to_end(job)
+    html = editor_client.get(receipt_url(job)).content.decode()
+    for clear in CLEAR_IDENTIFIERS:
+        assert clear not in html
+    assert "Attribute “country” is “FR”" in html
+    # The nested group's conditions are shown, each digest as what it stands for.
+    assert f"Email is the address whose SHA-256 is {sha('alan@turing.example')}" in html
+    assert f"User id contains a text whose SHA-256 (as written) is {sha('zed-')}" in html
+    assert "Email is set" in html
+    assert "Any of these:" in html
+    assert f"User id is not the user id whose SHA-256 is {sha('u-77')}" in html
+    assert "not valid" not in html
+
+
 @pytest.mark.parametrize("kind", ["", "json"])
 def test_the_receipt_needs_a_login(client, ended_job, kind):
     response = client.get(receipt_url(ended_job, kind))
@@ -121,6 +144,53 @@ def test_the_segment_page_links_no_receipt_while_the_job_runs(editor_client, pop
     start(population, alice)
     page = editor_client.get(f"/segments/{population.segment.pk}/").content.decode()
     assert "/receipt/" not in page
+
+
+def ended_and_running_jobs(population):
+    """Three ended jobs (completed, failed, cancelled) and a running one on the segment."""
+    segment = population.segment
+    ended = [
+        DeletionJob.objects.create(
+            segment=segment, segment_name=segment.name, created_by_username="alice", status=status
+        )
+        for status in ("completed", "failed", "cancelled")
+    ]
+    running = DeletionJob.objects.create(
+        segment=segment, segment_name=segment.name, created_by_username="alice", status="running"
+    )
+    return ended, running
+
+
+def receipt_hrefs(html: str) -> set[int]:
+    return {int(pk) for pk in re.findall(r'href="/segments/deletions/(\d+)/receipt/"', html)}
+
+
+@pytest.mark.parametrize("page", ["segment", "deletions"])
+def test_every_ended_job_in_the_history_links_its_receipt_for_editors(
+    editor_client, population, page
+):
+    ended, running = ended_and_running_jobs(population)
+    address = f"/segments/{population.segment.pk}/" if page == "segment" else "/segments/deletions/"
+    html = editor_client.get(address).content.decode()
+    assert receipt_hrefs(html) == {job.pk for job in ended}
+    for job in ended:
+        assert f'data-testid="receipt-link-{job.pk}"' in html
+    assert f'data-testid="receipt-link-{running.pk}"' not in html
+
+
+@pytest.mark.parametrize("page", ["segment", "deletions"])
+def test_viewers_see_no_receipt_link_in_the_history(viewer_client, population, page):
+    ended_and_running_jobs(population)
+    address = f"/segments/{population.segment.pk}/" if page == "segment" else "/segments/deletions/"
+    html = viewer_client.get(address).content.decode()
+    assert "/receipt/" not in html and ">Receipt<" not in html
+
+
+def test_the_segment_pages_deletion_history_headers_are_column_headers(editor_client, ended_job):
+    html = editor_client.get(f"/segments/{ended_job.segment_id}/").content.decode()
+    history = html[html.index('id="deletion-history"') :]
+    history = history[: history.index("</thead>")]
+    assert len(re.findall(r"<th[ >]", history)) == history.count('<th scope="col"') == 9
 
 
 # --- the dialog's choice -------------------------------------------------------------

@@ -168,8 +168,71 @@ def test_the_rules_as_confirmed_are_kept_and_an_identifier_in_them_is_hashed(pop
     text = "".join(receipt_chunks(job))
     assert "ada@x.test" not in text
     shown = json.loads(text)["segment"]["rules"]["conditions"]
-    assert shown[0]["value"] == {"sha256": sha("ada@x.test")}
+    assert shown[0]["value"]["sha256"] == sha("ada@x.test")
     assert shown[1]["value"] == "trial"
+
+
+NESTED_RULES = {
+    "match": "all",
+    "conditions": [
+        {"type": "property", "field": "email", "operator": "contains", "value": "Grace.Hopper"},
+        {"type": "property", "field": "country", "operator": "equals", "value": "FR"},
+        {
+            "match": "any",
+            "conditions": [
+                {"type": "property", "field": "user_id", "operator": "not_equals", "value": "u-77"},
+                {
+                    "type": "property",
+                    "field": "email",
+                    "operator": "equals",
+                    "value": " Alan@Turing.Example ",
+                },
+                {"type": "property", "field": "user_id", "operator": "contains", "value": "zed-"},
+                {"type": "property", "field": "email", "operator": "exists"},
+            ],
+        },
+    ],
+}
+CLEAR_IDENTIFIERS = ("Grace.Hopper", "grace.hopper", "u-77", "Alan@Turing", "alan@turing", "zed-")
+
+
+def test_every_identifier_value_in_the_rules_is_hashed_whatever_its_operator_and_depth(
+    population, alice
+):
+    population.segment.rules = NESTED_RULES
+    population.segment.save()
+    job = start(population, alice)
+    run_to_end(job)
+    job.refresh_from_db()
+    for text in ("".join(receipt_chunks(job)), receipt_path(job.pk).read_text()):
+        for clear in CLEAR_IDENTIFIERS:
+            assert clear not in text
+        rules = json.loads(text)["segment"]["rules"]
+        contains, country, group = rules["conditions"]
+        assert contains["operator"] == "contains" and contains["field"] == "email"
+        assert contains["value"]["sha256"] == sha("Grace.Hopper")  # the fragment as written
+        assert "text in the rule" in contains["value"]["hashed"]
+        assert country["value"] == "FR"  # an attribute's value is kept as written
+        not_equals, equals, user_contains, exists = group["conditions"]
+        assert not_equals["value"]["sha256"] == sha("u-77")
+        assert equals["value"]["sha256"] == sha("alan@turing.example")  # trimmed, lower-cased
+        assert user_contains["value"]["sha256"] == sha("zed-")
+        assert "value" not in exists
+    assert deletion_verify(job=job).ok
+
+
+def test_verify_deletion_fails_a_receipt_file_whose_rules_hold_an_identifier(population, alice):
+    population.segment.rules = NESTED_RULES
+    population.segment.save()
+    job = start(population, alice)
+    run_to_end(job)
+    path = receipt_path(job.pk)
+    document = json.loads(path.read_text())
+    document["segment"]["rules"]["conditions"][0]["value"] = "Grace.Hopper"
+    path.write_text(json.dumps(document))
+    failures = deletion_verify(job=job).failures
+    assert {f.check for f in failures} == {"receipt file"}
+    assert "rules hold an email or user id" in failures[0].detail
 
 
 def test_without_suppression_nobody_is_suppressed(population, alice):

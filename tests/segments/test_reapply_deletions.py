@@ -18,7 +18,7 @@ from segments.deletion.services import deletion_start
 from segments.models import DeletionJob, Segment
 from tests import workers
 from tests.segments.population import build_population, rows_of
-from tests.segments.test_deletion import assert_erased
+from tests.segments.test_deletion import assert_erased, run_to_end, start
 from tests.vero_admin.test_url_security import database_fingerprint
 from tests.workers import QCluster, wait_for
 
@@ -146,3 +146,52 @@ def test_an_unreadable_receipt_changes_nothing(tmp_path):
     with pytest.raises(CommandError, match="Nothing was changed"):
         reapply(str(bad))
     assert Profile.objects.filter(pk=profile.pk).exists()
+
+
+def test_reapply_keeps_a_person_who_came_back_after_the_deletion_as_a_new_profile(
+    alice, receipts_dir, tmp_path
+):
+    """Deleted without "stop them from coming back", then re-identified (a
+    new profile with the same email, created after the job was confirmed).
+    After restoring a backup taken before the deletion, the old profile is
+    back beside the new one: reapply erases the old one and keeps the new."""
+    population = build_population(doomed=3, survivors=3)
+    person = Profile.objects.get(pk=population.doomed[0])
+    backup = tmp_path / "before.dump"
+    url = workers.test_database_url()
+    subprocess.run(
+        [pg_tool("pg_dump"), "--format=custom", f"--file={backup}", f"--dbname={url}"],
+        check=True,
+    )
+    job = start(population, alice)
+    run_to_end(job)
+    path = receipt_path(job.pk)
+    assert path.exists() and job.status == "completed"
+
+    connection.close()
+    subprocess.run(
+        [
+            pg_tool("pg_restore"),
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--single-transaction",
+            f"--dbname={url}",
+            str(backup),
+        ],
+        check=True,
+    )
+    assert Profile.objects.filter(pk__in=population.doomed).count() == 3, "they are back"
+    came_back = Profile.objects.create(user_id="came-back-1", email=person.email.upper())
+    assert came_back.created_at > job.created_at
+
+    before = database_fingerprint()
+    dry = reapply("--dry-run")
+    assert "3 profiles listed, 3 of them here." in dry
+    assert "Dry run: would erase 3 profiles and add 0 suppressions. Nothing was changed." in dry
+    assert database_fingerprint() == before
+
+    assert "Erased 3 profiles (0 already gone)" in reapply()
+    assert_erased(population.doomed)
+    assert Profile.objects.filter(pk=came_back.pk).exists()
+    assert Profile.objects.filter(pk__in=population.survivors).count() == 3
