@@ -221,6 +221,17 @@ def test_the_find_page_needs_the_view_permission(client, django_user_model):
     assert client.post(FIND, {"identifier": "ada@example.com"}).status_code == 403
 
 
+def test_staff_with_the_view_permission_may_find(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    row = suppress("email", "ada@example.com")
+    staff = django_user_model.objects.create_user("staff", password="x", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_suppression"))
+    client.force_login(staff)
+    response = client.post(FIND, {"identifier": "ada@example.com"})
+    assert response.status_code == 302 and row.digest in response.url
+
+
 def test_the_find_page_is_for_staff_only(editor_client, client):
     assert editor_client.get(FIND).status_code == 302
     assert client.post(FIND, {"identifier": "ada@example.com"}).status_code == 302
