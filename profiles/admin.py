@@ -2,9 +2,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.options import get_content_type_for_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from profiles.erasure import erased_repr, profile_erase, profiles_erase
 from profiles.models import ApiKey, Event, Profile, SubscriptionPreference, Suppression
@@ -197,23 +199,45 @@ class ApiKeyAdmin(admin.ModelAdmin):
         messages.success(request, "The selected keys are revoked; requests with them get 401.")
 
 
+class SuppressionFindForm(forms.Form):
+    identifier = forms.CharField(
+        label="Email or user id",
+        max_length=1000,
+        strip=False,
+        help_text="Hashed here and compared with the list; not stored, logged or put in a link.",
+    )
+
+    def clean_identifier(self):
+        value = self.cleaned_data["identifier"]
+        if not value.strip():
+            raise ValidationError("Type an email address or a user id.")
+        return value
+
+
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
     """People kept from coming back after a deletion, by digest only.
 
     Lifting one is deleting it (one identifier at a time, or several with the
     action); Django's log records who lifted which, naming the digest, which
-    is all this table has. Search takes a digest, or a user id or email,
-    which is hashed here and never stored.
+    is all this table has. The changelist's search takes a digest only: a
+    search term travels in the URL (access logs, browser history, the
+    ``_changelist_filters`` of every link), so an email or user id is looked
+    up through *Find by email or user id*, a POST form that hashes it and
+    redirects to the changelist filtered by the digests.
     """
 
     list_display = ("kind", "digest", "job_id", "created_at")
     list_filter = ("kind",)
     readonly_fields = ("kind", "digest", "job_id", "created_at")
     search_fields = ("=digest",)
-    search_help_text = "A SHA-256 digest, or a user id or email address (it is hashed, not stored)."
+    search_help_text = (
+        "A SHA-256 digest. To look up an email or user id, use “Find by email or user id” "
+        "(it keeps the address out of links and logs)."
+    )
     show_full_result_count = False
     actions = ["delete_selected"]
+    change_list_template = "admin/profiles/suppression/change_list.html"
 
     def has_add_permission(self, request):
         return False
@@ -225,12 +249,48 @@ class SuppressionAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        digests = {
-            term.lower(),
-            Suppression.digest_of(Suppression.Kind.USER_ID, term),
-            Suppression.digest_of(Suppression.Kind.EMAIL, term),
-        }
-        return queryset.filter(digest__in=digests), False
+        return queryset.filter(digest=term.lower()), False
+
+    def get_urls(self):
+        find = path(
+            "find/",
+            self.admin_site.admin_view(self.find_view),
+            name="profiles_suppression_find",
+        )
+        return [find, *super().get_urls()]
+
+    def find_view(self, request):
+        """Hash an email or user id typed in a POST form; redirect to the
+        changelist filtered by the digests (no clear value in any URL)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method not in ("GET", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
+        form = SuppressionFindForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            value = form.cleaned_data["identifier"]
+            digests = sorted(
+                {
+                    Suppression.digest_of(Suppression.Kind.USER_ID, value),
+                    Suppression.digest_of(Suppression.Kind.EMAIL, value),
+                }
+            )
+            if Suppression.objects.filter(digest__in=digests).exists():
+                changelist = reverse("admin:profiles_suppression_changelist")
+                return HttpResponseRedirect(f"{changelist}?digest__in={','.join(digests)}")
+            form.add_error(
+                "identifier", "Nobody with this email or user id is on the suppression list."
+            )
+        return TemplateResponse(
+            request,
+            "admin/profiles/suppression/find.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "form": form,
+                "title": "Find a suppression by email or user id",
+            },
+        )
 
     def get_actions(self, request):
         actions = super().get_actions(request)

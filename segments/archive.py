@@ -13,6 +13,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_http_methods
 
 from messaging import selectors as campaign_selectors
@@ -55,12 +56,36 @@ def archive_instead(request: HttpRequest, pk: int) -> HttpResponse:
             changes = campaign_services.audience_exclude_everywhere(
                 segment=segment, campaign_ids=form.cleaned_data["campaigns"], user=request.user
             )
+            chosen = len(form.cleaned_data["campaigns"])
+            if not changes:
+                # Every chosen campaign was sent (or its audience changed)
+                # between the list and the lock: say so, not "from 0".
+                candidates, exact = campaign_selectors.archive_candidates(segment=segment)
+                context = {
+                    "segment": segment,
+                    "candidates": candidates,
+                    "exact": exact,
+                    "form": ArchiveInsteadForm(candidates=candidates),
+                    "refused": (
+                        f"Nothing was changed: the campaign{pluralize(chosen)} you chose "
+                        f"{'was' if chosen == 1 else 'were'} sent or changed meanwhile. "
+                        "Review the list again."
+                    ),
+                }
+                return render(request, "segments/archive_instead.html", context, status=409)
             names = ", ".join(f"“{change.campaign.name}”" for change in changes)
+            left = chosen - len(changes)
             messages.success(
                 request,
                 f"Excluded “{segment.name}” from {len(changes)} campaign"
                 f"{'' if len(changes) == 1 else 's'}: {names}. No profile was deleted; "
-                "undo it from each campaign's page.",
+                "undo it from each campaign's page."
+                + (
+                    f" {left} of the campaigns you chose {'was' if left == 1 else 'were'} "
+                    "sent or changed meanwhile and left alone."
+                    if left
+                    else ""
+                ),
             )
             return redirect(segment)
         status = 400

@@ -13,10 +13,12 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from segments.deletion.selectors import (
+    HISTORY_PAGE_SIZE,
     HISTORY_STATUSES,
     deletion_history,
     user_can_delete_profiles,
 )
+from segments.models import DeletionJob
 from vero_admin.access import require_perms
 
 STATUS_CHOICES = [("", "Any status")] + [
@@ -58,6 +60,7 @@ def deletion_history_page(request: HttpRequest) -> HttpResponse:
     before = form.cleaned_data.get("before") if valid else None
     jobs, next_before = deletion_history(status=status, before=before)
     context = {
+        **_where(jobs, status=status, is_first=before is None),
         "form": form,
         "jobs": jobs,
         "status": status,
@@ -73,3 +76,32 @@ def deletion_history_page(request: HttpRequest) -> HttpResponse:
     if request.htmx and request.htmx.target == "deletion-jobs":
         template += "#jobs"
     return render(request, template, context, status=200 if valid else 400)
+
+
+def _where(jobs: list, *, status: str, is_first: bool) -> dict:
+    """Where the page is ("Deletions 51-100 of 240") and the cursor of the
+    newer page. The jobs table is small (one row per deletion), so the total
+    and the position are exact counts: one query on the first page, three on
+    the others."""
+    matching = DeletionJob.objects.all()
+    if status:
+        matching = matching.filter(status__in=HISTORY_STATUSES[status][0])
+    total = matching.count()
+    newer_count, newer_before = 0, None
+    if jobs and not is_first:
+        newer = matching.filter(pk__gt=jobs[0].pk)
+        newer_count = newer.count()
+        # The newer page ends just before the job HISTORY_PAGE_SIZE above it.
+        beyond = newer.order_by("pk").values_list("pk", flat=True)[
+            HISTORY_PAGE_SIZE : HISTORY_PAGE_SIZE + 1
+        ]
+        newer_before = next(iter(beyond), None)
+    start = newer_count + 1 if jobs else 0
+    return {
+        "total": total,
+        "start_index": start,
+        "end_index": start + len(jobs) - 1 if jobs else 0,
+        "page_number": newer_count // HISTORY_PAGE_SIZE + 1,
+        "num_pages": max(1, -(-total // HISTORY_PAGE_SIZE)),
+        "newer_before": newer_before,
+    }

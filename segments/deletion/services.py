@@ -25,9 +25,11 @@ The guarantees, and where each one comes from:
 
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import (
@@ -306,8 +308,15 @@ def deletion_run(*, job_id: int, slice_seconds: float | None = None) -> str:
                 connection.close()
                 outcome = _record_crash(job_id, f"Lost the database connection: {exc}".strip())
             except Exception as exc:
-                logger.exception("Deletion job %s failed", job_id)
-                _finish(job_id, DeletionJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+                # Neither the stored error nor the log may quote row values.
+                error = _error_summary(exc)
+                logger.error(
+                    "Deletion job %s failed: %s\n%s",
+                    job_id,
+                    error,
+                    "".join(traceback.format_tb(exc.__traceback__)),
+                )
+                _finish(job_id, DeletionJob.Status.FAILED, error=error)
                 outcome = "failed"
     except (OperationalError, InterfaceError) as exc:
         # Not even the lock could be taken: the database is unreachable. The
@@ -318,6 +327,18 @@ def deletion_run(*, job_id: int, slice_seconds: float | None = None) -> str:
     if outcome in CONTINUE:
         deletion_enqueue(job_id=job_id)
     return outcome
+
+
+def _error_summary(exc: BaseException) -> str:
+    """The class name and the first line of the message: a database error's
+    DETAIL (e.g. "Key (email)=(ada@example.com) already exists") can quote
+    row values, so for a psycopg error only its primary message is kept."""
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+    if isinstance(cause, psycopg.Error) and cause.diag.message_primary:
+        message = cause.diag.message_primary
+    else:
+        message = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {message}".strip().rstrip(":")
 
 
 def _run_slice(job_id: int, slice_seconds: float) -> str:

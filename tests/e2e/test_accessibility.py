@@ -1,22 +1,25 @@
-"""Every dashboard page, as an editor and as a viewer, at 1280 and 390 px
-wide, in Chromium: axe-core (vendored, no network) finds no serious or
-critical WCAG 2.1 A/AA violation, and no page is wider than the screen (a
-wide table scrolls inside its own box).
+"""Every dashboard page, as an editor, a viewer and someone with no access
+(the 403 page), at 1280 and 390 px wide, in Chromium: axe-core (vendored,
+no network) finds no serious or critical WCAG 2.1 A/AA violation, and no
+page is wider than the screen (a wide table scrolls inside its own box).
 
 To check a new page, add one line to PAGES (or PUBLIC_PAGES). A viewer sees
 the 403 page where a page needs Edit access: that page is checked too.
 """
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from messaging.models import AudienceSegment, Campaign
 from segments.deletion.services import deletion_run, deletion_start
 from segments.models import DeletionJob
 from tests.conftest import PASSWORD
+from tests.messaging.factories import draft_campaign
 from tests.segments.population import build_population
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -32,6 +35,7 @@ PAGES = [
     ("new segment (builder)", "/segments/new/"),
     ("edit segment (builder)", "/segments/{segment}/edit/"),
     ("delete profiles (page without JS)", "/segments/{segment}/delete-profiles/"),
+    ("deletion impact (page without htmx)", "/segments/{segment}/delete-profiles/impact/"),
     ("delete segment", "/segments/{segment}/delete/"),
     ("deletions", "/segments/deletions/"),
     ("deletions, failed only", "/segments/deletions/?status=failed"),
@@ -43,11 +47,21 @@ PAGES = [
     ("exclude instead of deleting", "/segments/{segment}/archive-instead/"),
     ("campaign list", "/campaigns/"),
     ("campaign", "/campaigns/{campaign}/"),
+    ("draft campaign (audience editor)", "/campaigns/{draft}/"),
+    ("scheduled campaign", "/campaigns/{scheduled}/"),
     ("404: no such page", "/no-such-page/"),
     ("404: no such segment", "/segments/987654321/"),
     ("404: deleted profile", "/profiles/{deleted_profile}/"),
     ("400: unreadable request", "/profiles/?" + "&".join(f"f{i}=1" for i in range(1200))),
 ]
+# What an editor must find on some pages, so a page checked is the page meant
+# (a world missing its campaigns would pass axe on an empty list).
+EDITOR_SEES = {
+    "deletion impact (page without htmx)": "Spring sale",
+    "exclude instead of deleting": "Weekly digest",
+    "draft campaign (audience editor)": "Include or exclude",
+    "deletion receipt": "Deletion receipt",
+}
 # Pages for someone logged out.
 PUBLIC_PAGES = [
     ("login", "/accounts/login/"),
@@ -61,6 +75,8 @@ ADMIN_PAGES = [
     ("new user", "/admin/auth/user/add/"),
     ("group list", "/admin/auth/group/"),
     ("Editors group", "/admin/auth/group/{editors}/change/"),
+    ("suppressions", "/admin/profiles/suppression/"),
+    ("find a suppression", "/admin/profiles/suppression/find/"),
 ]
 # Findings in Django's own code, not ours to fix: SelectFilter2.js (the
 # two-pane widget for permissions) gives its search icons an aria-label
@@ -68,7 +84,8 @@ ADMIN_PAGES = [
 # differs from its text by colour alone.
 DJANGOS_OWN = {"aria-prohibited-attr": ".search-label-icon", "link-in-text-block": ".small > a"}
 WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-ROLES = {"editor": "alice", "viewer": "bob"}
+# "none" is logged in with no access: every page is the 403 page to charlie.
+ROLES = {"editor": "alice", "viewer": "bob", "none": "charlie"}
 
 AXE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text()
 RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
@@ -123,13 +140,25 @@ class World:
     campaign: int
     receipt: int
     running_job: int
+    draft: int
+    scheduled: int
 
 
 @pytest.fixture
 def world(alice) -> World:
     """Small, but with every state a page can be in: members, a deletion
-    running, one stopped part-way, one finished (its profiles' old links)."""
+    running, one stopped part-way, one finished (its profiles' old links),
+    a draft and a scheduled campaign aimed at the segment (the audience
+    editor, the impact and the archive-instead lists)."""
     population = build_population(doomed=3, survivors=3, events_each=2)
+    draft = draft_campaign(name="Spring sale", audience=population.segment)
+    AudienceSegment.objects.create(
+        campaign=draft, segment=population.other_segment, mode=AudienceSegment.Mode.EXCLUDE
+    )
+    scheduled = draft_campaign(name="Weekly digest", audience=population.segment)
+    Campaign.objects.filter(pk=scheduled.pk).update(
+        status=Campaign.Status.SCHEDULED, scheduled_for=timezone.now() + timedelta(days=2)
+    )
     running = build_population(doomed=2, survivors=1, events_each=0, name="Running")
     job = deletion_start(
         segment=running.segment, user=alice, typed_name="Running", expected_count=2
@@ -158,6 +187,8 @@ def world(alice) -> World:
         campaign=population.campaigns[0].pk,
         receipt=done.pk,
         running_job=job.pk,
+        draft=draft.pk,
+        scheduled=scheduled.pk,
     )
 
 
@@ -179,26 +210,60 @@ def visit(page, url):
     page.wait_for_load_state("networkidle")
 
 
+def post_stale_export(page, live_server, segment):
+    """Download from a dialog opened before the segment's last refresh: the
+    browser POSTs the form and meets the export refusal page (409)."""
+    token = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    with page.expect_navigation():
+        page.evaluate(
+            """([action, token]) => {
+              const form = document.createElement('form');
+              form.method = 'post';
+              form.action = action;
+              for (const [name, value] of [['csrfmiddlewaretoken', token], ['expected_count', '3'],
+                   ['membership_token', '2001-01-01T00:00:00+00:00']]) {
+                const input = document.createElement('input');
+                input.type = 'hidden'; input.name = name; input.value = value;
+                form.append(input);
+              }
+              document.body.append(form);
+              form.submit();
+            }""",
+            [f"{live_server.url}/segments/{segment}/delete-profiles/export/", token],
+        )
+    page.wait_for_load_state("networkidle")
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("role", ROLES)
 def test_every_dashboard_page_passes_axe_and_fits_the_screen(
-    browser, live_server, world, alice, bob, role, width
+    browser, live_server, world, alice, bob, charlie, role, width
 ):
     page = logged_in_page(browser, live_server, WIDTHS[width], ROLES[role])
     found = {}
     for name, path in PAGES:
         visit(page, live_server.url + path.format(**vars(world)))
         found[name] = problems_of(page)
+        if role == "editor" and name in EDITOR_SEES:
+            assert EDITOR_SEES[name] in page.content(), name
+        if role == "none" and name == "segment":
+            assert "have access to this" in page.content(), name
 
     # The deletion dialog, opened from the ••• menu as a marketer would
     # (a viewer finds the item disabled, with the reason).
     visit(page, f"{live_server.url}/segments/{world.segment}/")
-    page.get_by_role("button", name="Segment actions").click()
+    if role != "none":
+        page.get_by_role("button", name="Segment actions").click()
     if role == "editor":
         page.get_by_role("menuitem", name="Delete Profiles...").click()
         page.get_by_role("dialog").wait_for()
         found["delete dialog"] = problems_of(page)
-    else:
+        # A stale dialog's download: the export refusal page.
+        visit(page, f"{live_server.url}/segments/{world.segment}/")
+        post_stale_export(page, live_server, world.segment)
+        assert "Nothing was downloaded" in page.content()
+        found["export refused"] = problems_of(page)
+    elif role == "viewer":
         found["actions menu"] = problems_of(page)
 
     # Pages a browser cannot reach on purpose: render each as Django does

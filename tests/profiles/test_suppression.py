@@ -162,15 +162,89 @@ def test_lifting_a_suppression_in_admin_lets_the_person_back_and_logs_only_the_d
     assert Profile.objects.filter(email="ada@example.com").exists()
 
 
-def test_admins_find_a_suppression_by_the_identifier_or_by_its_digest(admin_client):
+FIND = "/admin/profiles/suppression/find/"
+
+
+def test_the_admin_search_takes_a_digest_and_never_a_clear_identifier(admin_client):
     row = suppress("email", "ada@example.com")
-    other = suppress("user_id", "u9")
-    for term in ("Ada@Example.com", row.digest):
+    for term in (row.digest, row.digest.upper()):
         page = admin_client.get("/admin/profiles/suppression/", {"q": term})
-        assert page.status_code == 200
         assert list(page.context["cl"].result_list) == [row]
-    page = admin_client.get("/admin/profiles/suppression/", {"q": "u9"})
-    assert list(page.context["cl"].result_list) == [other]
+    page = admin_client.get("/admin/profiles/suppression/", {"q": "ada@example.com"})
+    assert list(page.context["cl"].result_list) == []
+
+
+def test_the_find_page_shows_a_post_form_linked_from_the_list(admin_client):
+    listing = admin_client.get("/admin/profiles/suppression/")
+    assert FIND.encode() in listing.content
+    page = admin_client.get(FIND)
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert 'method="post"' in body and "csrfmiddlewaretoken" in body
+    assert "Email or user id" in body
+
+
+@pytest.mark.parametrize(
+    ("kind", "stored", "typed"),
+    [("email", "ada@example.com", " Ada@Example.com "), ("user_id", "u-42", "u-42")],
+)
+def test_finding_by_email_or_user_id_redirects_to_the_list_by_digest_only(
+    admin_client, kind, stored, typed
+):
+    row = suppress(kind, stored)
+    suppress("user_id", "someone-else")
+    response = admin_client.post(FIND, {"identifier": typed})
+    assert response.status_code == 302
+    url = response.url
+    assert row.digest in url
+    assert stored.split("@")[0].lower() not in url.lower()
+    assert "@" not in url and "example" not in url
+    page = admin_client.get(url)
+    assert list(page.context["cl"].result_list) == [row]
+    # Links on the filtered list carry the filters: digests only.
+    assert stored.encode() not in page.content
+    assert not LogEntry.objects.exists()
+
+
+def test_finding_someone_not_suppressed_says_so_on_the_form(admin_client):
+    suppress("email", "ada@example.com")
+    page = admin_client.post(FIND, {"identifier": "grace@example.com"})
+    assert page.status_code == 200
+    assert b"Nobody with this email or user id is on the suppression list." in page.content
+    assert admin_client.post(FIND, {"identifier": "  "}).status_code == 200
+
+
+def test_the_find_page_needs_the_view_permission(client, django_user_model):
+    staff = django_user_model.objects.create_user("staff", password="x", is_staff=True)
+    client.force_login(staff)
+    assert client.get(FIND).status_code == 403
+    assert client.post(FIND, {"identifier": "ada@example.com"}).status_code == 403
+
+
+def test_staff_with_the_view_permission_may_find(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    row = suppress("email", "ada@example.com")
+    staff = django_user_model.objects.create_user("staff", password="x", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_suppression"))
+    client.force_login(staff)
+    response = client.post(FIND, {"identifier": "ada@example.com"})
+    assert response.status_code == 302 and row.digest in response.url
+
+
+def test_the_find_page_is_for_staff_only(editor_client, client):
+    assert editor_client.get(FIND).status_code == 302
+    assert client.post(FIND, {"identifier": "ada@example.com"}).status_code == 302
+
+
+def test_the_find_page_refuses_a_post_without_csrf(admin_user):
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(admin_user)
+    assert csrf_client.post(FIND, {"identifier": "ada@example.com"}).status_code == 403
+
+
+def test_the_find_page_takes_get_and_post_only(admin_client):
+    assert admin_client.put(FIND).status_code == 405
 
 
 def test_suppressions_cannot_be_added_or_edited_in_admin(admin_client):

@@ -131,6 +131,51 @@ def test_bad_input_is_refused_and_changes_nothing(editor_client, world, campaign
     assert not AudienceChange.objects.exists()
 
 
+def _sent_just_before_the_lock(monkeypatch, *campaigns):
+    """The chosen campaigns are sent between the form's check and the
+    service's lock (the real service then runs on the real rows)."""
+    from messaging import services as campaign_services
+
+    real = campaign_services.audience_exclude_everywhere
+
+    def racing(**kwargs):
+        Campaign.objects.filter(pk__in=[c.pk for c in campaigns]).update(
+            status=Campaign.Status.SENT
+        )
+        return real(**kwargs)
+
+    monkeypatch.setattr(campaign_services, "audience_exclude_everywhere", racing)
+
+
+def test_when_every_chosen_campaign_was_sent_meanwhile_it_says_nothing_changed(
+    editor_client, world, monkeypatch
+):
+    churned, includes, shares, _sent = world
+    _sent_just_before_the_lock(monkeypatch, includes, shares)
+    response = editor_client.post(url(churned), {"campaigns": [includes.pk, shares.pk]})
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert "Nothing was changed: the campaigns you chose were sent or changed meanwhile" in html
+    assert "from 0 campaigns" not in html
+    assert "archive-none" in html  # the fresh list: nothing left to exclude from
+    assert excluded_from(churned) == set()
+    assert not AudienceChange.objects.exists()
+
+
+def test_when_some_chosen_campaigns_were_sent_meanwhile_it_says_which_were_left(
+    editor_client, world, monkeypatch
+):
+    churned, includes, shares, _sent = world
+    _sent_just_before_the_lock(monkeypatch, shares)
+    response = editor_client.post(
+        url(churned), {"campaigns": [includes.pk, shares.pk]}, follow=True
+    )
+    html = response.content.decode()
+    assert "Excluded “Churned” from 1 campaign: “Includes it”" in html
+    assert "1 of the campaigns you chose was sent or changed meanwhile and left alone" in html
+    assert excluded_from(churned) == {"Includes it"}
+
+
 def test_the_deletion_dialog_offers_it_to_editors(editor_client, world):
     churned, *_ = world
     html = editor_client.get(

@@ -229,6 +229,32 @@ def test_an_unexpected_error_fails_the_job_with_the_reason(population, alice, mo
     assert Profile.objects.filter(pk__in=population.doomed).count() == 12
 
 
+def test_a_failed_jobs_error_and_log_quote_no_row_value(population, alice, monkeypatch, caplog):
+    job = start(population, alice)
+
+    def clashing(**kwargs):
+        # A real unique violation: psycopg's message carries a DETAIL line
+        # naming the clashing value (passed as a parameter, as the code does).
+        email = "ada@" + "example.com"
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TEMP TABLE clash (email text UNIQUE)")
+            cursor.execute("INSERT INTO clash VALUES (%s), (%s)", [email, email])
+
+    monkeypatch.setattr(deletion, "profiles_erase", clashing)
+    with caplog.at_level("DEBUG"):
+        assert deletion.deletion_run(job_id=job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.status == DeletionJob.Status.FAILED
+    assert job.error.startswith("IntegrityError: duplicate key value violates unique constraint")
+    assert "ada@example.com" not in job.error
+    logged = caplog.text + "".join(
+        str(r.exc_info[1]) for r in caplog.records if r.exc_info and r.exc_info[1]
+    )
+    assert "duplicate key value" in logged
+    assert "clashing" in logged  # the traceback's frames are kept
+    assert "ada@example.com" not in logged
+
+
 def test_a_failed_job_can_be_resumed_by_an_editor(population, alice, bob):
     job = start(population, alice)
     deletion.deletion_run_batch(job_id=job.pk, batch_size=5)

@@ -100,9 +100,35 @@ def test_pages_go_back_by_id_with_a_constant_number_of_queries(viewer_client):
     assert f"?before={boundary}" in html
     html = viewer_client.get(URL, {"before": boundary}).content.decode()
     assert html.count('data-testid="deletion-') == 5
-    assert "« Newest" in html and "Older »" not in html
-    # Session, user, permissions, the page: not one query per row.
-    assert len(first_page.captured_queries) <= 6, [q["sql"] for q in first_page.captured_queries]
+    assert "« Newest" in html and "Older \u203a" not in html
+    # Session, user, permissions, the page, its total: not one query per row.
+    assert len(first_page.captured_queries) <= 7, [q["sql"] for q in first_page.captured_queries]
+
+
+def test_the_pager_says_where_you_are_and_goes_both_ways(viewer_client):
+    segment = SegmentFactory()
+    DeletionJob.objects.bulk_create(
+        DeletionJob(segment=segment, segment_name=segment.name, status="completed")
+        for _ in range(2 * HISTORY_PAGE_SIZE + 5)
+    )
+    DeletionJob.objects.create(segment=segment, segment_name=segment.name, status="failed")
+    ids = list(DeletionJob.objects.order_by("-id").values_list("pk", flat=True))
+    n = HISTORY_PAGE_SIZE
+    html = viewer_client.get(URL).content.decode()
+    assert f"Deletions 1\u2013{n} of {2 * n + 6} · page 1 of 3" in html
+    assert "\u2039 Newer" not in html
+    second = ids[n - 1]
+    html = viewer_client.get(URL, {"before": second}).content.decode()
+    assert f"Deletions {n + 1}\u2013{2 * n} of {2 * n + 6} · page 2 of 3" in html
+    assert f"?before={ids[2 * n - 1]}" in html and "Older \u203a" in html
+    third = ids[2 * n - 1]
+    html = viewer_client.get(URL, {"before": third}).content.decode()
+    assert f"Deletions {2 * n + 1}\u2013{2 * n + 6} of {2 * n + 6} · page 3 of 3" in html
+    assert f'href="?before={second}" rel="prev">\u2039 Newer' in html
+    assert "Older \u203a" not in html
+    # A filter counts only what it shows.
+    html = viewer_client.get(URL, {"status": "completed", "before": third}).content.decode()
+    assert f"Deletions {2 * n}\u2013{2 * n + 5} of {2 * n + 5}" in html
 
 
 def test_it_says_when_an_email_could_not_be_sent(viewer_client):
