@@ -116,6 +116,7 @@ def main(argv=None) -> int:
         delete_item.click()
         dialog = page.get_by_role("dialog", name=re.compile(r"^Delete .*\?$"))
         expect(dialog).to_be_visible()
+        expect(dialog.get_by_test_id("deletion-impact")).to_be_visible()  # loaded after opening
         confirm = dialog.get_by_label(re.compile("to confirm", re.I))
         expect(confirm).to_be_focused()
         confirm.fill(name)
