@@ -28,9 +28,10 @@ The tables come from ``Profile._meta.related_objects``, as in
 """
 
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, timedelta
 
 from django.apps import apps
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -359,6 +360,25 @@ def _receipt_holds_digests_only(job: DeletionJob) -> list[Finding]:
     )
     path = receipt_path(job.pk)
     if job.is_active:
+        return findings
+    ended = job.finished_at
+    written = job.receipt_written_at is not None and (
+        ended is None or job.receipt_written_at >= ended
+    )
+    settling = ended is not None and timezone.now() - ended < timedelta(
+        seconds=settings.DELETION_STALE_AFTER_SECONDS
+    )
+    if not written and settling:
+        # The worker writes the file just after the ending commits, and the
+        # watchdog writes it if that worker stopped first: not due yet.
+        findings.append(
+            Finding(
+                "receipt file",
+                True,
+                f"The job ended moments ago; its receipt file ({path.name}) is being written "
+                "by the worker (or, if it stopped, by the watchdog). Check again shortly.",
+            )
+        )
         return findings
     if not path.exists():
         findings.append(

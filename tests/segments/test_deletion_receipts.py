@@ -309,6 +309,18 @@ def test_a_receipt_file_that_cannot_be_written_does_not_fail_the_job(
     assert run_to_end(job) == "completed"
     assert job.status == "completed" and job.deleted == 13
     assert "could not write its receipt" in caplog.text
+    # Moments after the ending the file may still be on its way (the worker
+    # writes it after the commit, the watchdog if the worker stopped)...
+    report = deletion_verify(job=job)
+    assert report.ok
+    assert (
+        "is being written" in next(f for f in report.findings if f.check == "receipt file").detail
+    )
+    # ...but once the watchdog would have written it, its absence fails.
+    DeletionJob.objects.filter(pk=job.pk).update(
+        finished_at=job.finished_at - timedelta(seconds=settings.DELETION_STALE_AFTER_SECONDS + 1)
+    )
+    job.refresh_from_db()
     failures = deletion_verify(job=job).failures
     assert [f.check for f in failures] == ["receipt file"]
     assert "has no receipt file" in failures[0].detail
