@@ -85,6 +85,20 @@ class ErasureStep:
         cursor.execute(self.sql, {"ids": profile_ids, **dict(self.params)})
         return cursor.rowcount
 
+    def run_returning(self, cursor, profile_ids: list[int], column: str) -> tuple[int, set]:
+        """Run a DELETE step; its row count and the distinct values of
+        ``column`` among the rows it deleted, in the same statement."""
+        if self.action != DELETE:
+            raise ValueError(f"Only a DELETE step returns what it deleted, not {self.label}.")
+        qn = connection.ops.quote_name
+        cursor.execute(
+            f"WITH gone AS ({self.sql} RETURNING {qn(column)} AS value) "  # noqa: S608
+            "SELECT count(*), array_agg(DISTINCT value) FROM gone",
+            {"ids": profile_ids, **dict(self.params)},
+        )
+        count, values = cursor.fetchone()
+        return count, set(values or ())
+
     @property
     def about(self) -> tuple[str, str] | None:
         """(app label, model name) whose admin log entries a SCRUB step rewrites."""
@@ -110,6 +124,9 @@ class ErasureResult:
     deleted: int = 0
     skipped: int = 0
     rows: dict[str, int] = field(default_factory=dict)
+    # For each label asked for in ``returning``: the distinct values of the
+    # column among the rows that step deleted.
+    returned: dict[str, set] = field(default_factory=dict)
 
     def count(self, label: str) -> int:
         return self.rows.get(label, 0)
@@ -344,13 +361,26 @@ def profile_tables() -> dict[str, str]:
     return tables
 
 
-def profiles_erase(*, profile_ids: list[int]) -> ErasureResult:
+def profiles_erase(
+    *,
+    profile_ids: list[int],
+    locked: bool = False,
+    returning: dict[str, str] | None = None,
+) -> ErasureResult:
     """Erase these profiles and everything that is theirs, in the current transaction.
 
     The profiles are locked first (``FOR UPDATE``, in id order so two callers
     cannot deadlock): an event ingested concurrently for one of them then
     waits for this transaction instead of racing it, and finds its profile
-    gone. Ids that no longer exist are counted as skipped.
+    gone. Ids that no longer exist are counted as skipped. With ``locked``,
+    the caller has already locked every one of these profiles ``FOR UPDATE``
+    in this transaction, in id order, and each exists (the deletion job
+    locks its batch ``SKIP LOCKED`` itself): they are not locked again.
+
+    ``returning`` maps a DELETE step's label to one of its table's columns:
+    ``result.returned[label]`` is then the distinct values of that column
+    among the rows deleted, taken from the DELETE itself (the deletion job
+    learns which segments lost members this way).
 
     Foreign keys are checked statement by statement (``SET CONSTRAINTS ALL
     IMMEDIATE``), not at commit as Django declares them: the plan's order
@@ -362,27 +392,36 @@ def profiles_erase(*, profile_ids: list[int]) -> ErasureResult:
     """
     if not connection.in_atomic_block:
         raise RuntimeError("profiles_erase() must run inside transaction.atomic().")
+    returning = returning or {}
     result = ErasureResult(requested=len(set(profile_ids)))
     if not profile_ids:
         return result
     profile_table = connection.ops.quote_name(Profile._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute(
-            f"SELECT id FROM {profile_table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
-            [list(profile_ids)],
-        )
-        locked = [row[0] for row in cursor.fetchall()]
-        result.skipped = result.requested - len(locked)
-        if not locked:
+        if locked:
+            locked_ids = sorted(set(profile_ids))
+        else:
+            cursor.execute(
+                f"SELECT id FROM {profile_table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
+                [list(profile_ids)],
+            )
+            locked_ids = [row[0] for row in cursor.fetchall()]
+        result.skipped = result.requested - len(locked_ids)
+        if not locked_ids:
             return result
         plan = erasure_plan()
         logged = _logged_models(cursor, plan)
         for step in plan:
             if step.about is not None and step.about not in logged:
                 continue
-            result.rows[step.label] = result.rows.get(step.label, 0) + step.run(cursor, locked)
-        cursor.execute(f"DELETE FROM {profile_table} WHERE id = ANY(%s)", [locked])  # noqa: S608
+            if step.label in returning:
+                count, values = step.run_returning(cursor, locked_ids, returning[step.label])
+                result.returned.setdefault(step.label, set()).update(values)
+            else:
+                count = step.run(cursor, locked_ids)
+            result.rows[step.label] = result.rows.get(step.label, 0) + count
+        cursor.execute(f"DELETE FROM {profile_table} WHERE id = ANY(%s)", [locked_ids])  # noqa: S608
         result.deleted = cursor.rowcount
     return result
 

@@ -370,9 +370,9 @@ def test_a_continuation_starts_at_the_pace_the_job_measured(population, alice, m
     monkeypatch.setattr(deletion, "MIN_BATCH", 1)
     real_erase = deletion.profiles_erase
 
-    def slow_erase(*, profile_ids):
+    def slow_erase(*, profile_ids, **kwargs):
         time.sleep(0.1 * len(profile_ids))  # 4 profiles: 0.4 s, for a 0.25 s target
-        return real_erase(profile_ids=profile_ids)
+        return real_erase(profile_ids=profile_ids, **kwargs)
 
     monkeypatch.setattr(deletion, "profiles_erase", slow_erase)
     job = start(population, alice)
