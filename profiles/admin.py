@@ -7,7 +7,7 @@ from django.db import connection, transaction
 from django.template.response import TemplateResponse
 
 from profiles.erasure import erased_repr, profile_erase, profiles_erase
-from profiles.models import ApiKey, Event, Profile, SubscriptionPreference
+from profiles.models import ApiKey, Event, Profile, SubscriptionPreference, Suppression
 from profiles.services import api_key_create, api_key_revoke
 
 ADMIN_ERASE_BATCH = 1000
@@ -195,3 +195,50 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in queryset.filter(revoked_at__isnull=True):
             api_key_revoke(api_key=api_key)
         messages.success(request, "The selected keys are revoked; requests with them get 401.")
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    """People kept from coming back after a deletion, by digest only.
+
+    Lifting one is deleting it (one identifier at a time, or several with the
+    action); Django's log records who lifted which, naming the digest, which
+    is all this table has. Search takes a digest, or a user id or email,
+    which is hashed here and never stored.
+    """
+
+    list_display = ("kind", "digest", "job_id", "created_at")
+    list_filter = ("kind",)
+    readonly_fields = ("kind", "digest", "job_id", "created_at")
+    search_fields = ("=digest",)
+    search_help_text = "A SHA-256 digest, or a user id or email address (it is hashed, not stored)."
+    show_full_result_count = False
+    actions = ["delete_selected"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        digests = {
+            term.lower(),
+            Suppression.digest_of(Suppression.Kind.USER_ID, term),
+            Suppression.digest_of(Suppression.Kind.EMAIL, term),
+        }
+        return queryset.filter(digest__in=digests), False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            function, name, _ = actions["delete_selected"]
+            actions["delete_selected"] = (
+                function,
+                name,
+                "Lift the selected suppressions (let these people back in)",
+            )
+        return actions

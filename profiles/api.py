@@ -31,6 +31,7 @@ from profiles.api_input import (
     parse_tags,
 )
 from profiles.selectors import api_key_authenticate
+from profiles.suppression import Suppressed
 
 # Segment's own API takes batches up to 500 KB; a little headroom on top.
 MAX_BODY_BYTES = 512 * 1024
@@ -139,6 +140,9 @@ def api_endpoint(*methods: str, authenticated: bool = True):
                     if api_key is None:
                         return error_response(401, "unauthorized", "Invalid or revoked API key.")
                 return view(request, body, api_key)
+            except Suppressed:
+                # A suppressed person: accepted and discarded, as promised.
+                return _success()
             except PayloadTooLarge:
                 return error_response(
                     413,
@@ -232,6 +236,7 @@ def _segment_response(result: ingestion.BatchResult) -> JsonResponse:
             "applied": result.applied,
             "duplicates": result.duplicates,
             "ignored": result.ignored,
+            "suppressed": result.suppressed,
         }
     )
 

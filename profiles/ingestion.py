@@ -38,6 +38,7 @@ from django.utils import timezone
 from profiles.api_input import IdentifyCall, Identity, TagsChange, TrackCall
 from profiles.erasure import ErasureResult, profiles_erase
 from profiles.models import ApiKey, Event, Profile, SeenMessage
+from profiles.suppression import Suppressed, SuppressedMeanwhile, suppressed_identities
 
 LOCK_TIMEOUT = "5s"
 ATTEMPTS = 3
@@ -70,6 +71,7 @@ class BatchResult:
     applied: int = 0
     duplicates: int = 0
     ignored: int = 0
+    suppressed: int = 0
 
 
 def _sqlstate(exc: Exception) -> str | None:
@@ -81,7 +83,9 @@ def ingestion_transaction(function: Callable) -> Callable:
 
     As the outermost transaction it sets ``lock_timeout`` and runs the whole
     transaction again after a deadlock (which PostgreSQL resolves by failing
-    one side, possibly ours); nothing is half-applied in between.
+    one side, possibly ours), or after it created a profile for a person
+    suppressed meanwhile (``SuppressedMeanwhile``); nothing is half-applied
+    in between.
     """
 
     @wraps(function)
@@ -99,6 +103,10 @@ def ingestion_transaction(function: Callable) -> Callable:
                             "SELECT set_config('lock_timeout', %s, true)", [LOCK_TIMEOUT]
                         )
                     return function(*args, **kwargs)
+            except SuppressedMeanwhile:
+                if attempt == ATTEMPTS:
+                    raise IngestionBusy("The profile kept changing under us.") from None
+                continue
             except OperationalError as exc:
                 state = _sqlstate(exc)
                 if state == LOCK_NOT_AVAILABLE:
@@ -194,6 +202,10 @@ def _identify(cursor, call: IdentifyCall, known: dict[str, int] | None = None) -
 def _event(cursor, call: TrackCall, known: dict[str, int] | None = None) -> Event:
     ref = _lookup_known(known, call.identity) or _profile_for_write(cursor, call.identity)
     _remember(known, call.identity, ref)
+    return _event_row(ref, call)
+
+
+def _event_row(ref: ProfileRef, call: TrackCall) -> Event:
     return Event(
         profile_id=ref.pk, name=call.name, properties=call.data, occurred_at=call.occurred_at
     )
@@ -213,12 +225,38 @@ def _remember(known: dict[str, int] | None, identity: Identity, ref: ProfileRef)
 # --- the operations -----------------------------------------------------------
 
 
+def _refuse_suppressed(cursor, identity: Identity) -> None:
+    """Raise Suppressed for a suppressed user id or email (one indexed query)."""
+    if suppressed_identities(cursor, [identity]):
+        raise Suppressed
+
+
+def _check_created(cursor, identities: list[Identity]) -> None:
+    """After creating profiles: a person suppressed while we waited for their
+    old row (their deletion batch committed meanwhile) must not come back.
+
+    Only new profiles can be that: an existing one is key-share locked by
+    us, so its erasure, and the suppression written with it, comes after
+    our commit (and erases what we wrote). Costs a query only when a
+    profile was created.
+    """
+    if identities and suppressed_identities(cursor, identities):
+        raise SuppressedMeanwhile
+
+
 @ingestion_transaction
 def profile_identify(*, call: IdentifyCall) -> ProfileRef:
     """Create or update the profile: ``data`` is merged into its properties,
-    a given email replaces the old one. A new profile is subscribed."""
+    a given email replaces the old one. A new profile is subscribed.
+
+    Suppressed people (``profiles.suppression``) raise Suppressed, writing nothing.
+    """
     with connection.cursor() as cursor:
-        return _identify(cursor, call)
+        _refuse_suppressed(cursor, call.identity)
+        ref = _identify(cursor, call)
+        if ref.created:
+            _check_created(cursor, [call.identity])
+        return ref
 
 
 @ingestion_transaction
@@ -226,10 +264,14 @@ def event_track(*, call: TrackCall) -> Event:
     """Record an event, creating its profile (subscribed) if it is unknown.
 
     An existing profile is not changed, not even its email: that is what
-    identify is for.
+    identify is for. Suppressed people raise Suppressed, writing nothing.
     """
     with connection.cursor() as cursor:
-        event = _event(cursor, call)
+        _refuse_suppressed(cursor, call.identity)
+        ref = _profile_for_write(cursor, call.identity)
+        if ref.created:
+            _check_created(cursor, [call.identity])
+    event = _event_row(ref, call)
     event.save(force_insert=True)
     return event
 
@@ -321,7 +363,9 @@ def segment_batch_apply(
     A ``messageId`` this key has sent before is skipped: it is recorded in
     the same transaction, so only a batch that committed counts as seen.
     Existing profiles are locked up front in id order, the order erasure
-    locks them in, so the two cannot deadlock over them.
+    locks them in, so the two cannot deadlock over them. Calls for suppressed
+    people are then discarded (one query for the batch) and counted in
+    ``suppressed``.
     """
     result = BatchResult(ignored=sum(call is None for call in calls))
     calls = _first_sight(api_key=api_key, calls=[call for call in calls if call is not None])
@@ -336,11 +380,19 @@ def segment_batch_apply(
             [user_ids],
         )
         known = dict(cursor.fetchall())
+        # After the lock above: a deletion batch we waited for has committed,
+        # and with it any suppression of its people.
+        suppressed = suppressed_identities(cursor, [c.identity for c in calls])
+        if suppressed:
+            result.suppressed = sum(c.identity in suppressed for c in calls)
+            calls = [c for c in calls if c.identity not in suppressed]
+        maybe_new = [c.identity for c in calls if c.identity.user_id not in known]
         for call in calls:
             if isinstance(call, IdentifyCall):
                 _identify(cursor, call, known)
             else:
                 events.append(_event(cursor, call, known))
+        _check_created(cursor, maybe_new)
     Event.objects.bulk_create(events)
     result.applied = len(calls)
     return result

@@ -141,3 +141,42 @@ class SeenMessage(models.Model):
 
     def __str__(self):
         return self.message_id
+
+
+class Suppression(models.Model):
+    """A person deleted with "stop them from coming back": the ingestion API
+    accepts and discards writes for this user id or email.
+
+    Only the SHA-256 digest of the identifier is kept (of the user id as
+    sent; of the email trimmed and lower-cased), so the list names nobody in
+    clear. Lifting one (deleting the row in Django admin) lets the person in
+    again; the admin log records that with the digest only.
+    """
+
+    class Kind(models.TextChoices):
+        USER_ID = "user_id", "User id"
+        EMAIL = "email", "Email"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    digest = models.CharField("SHA-256", max_length=64)
+    # The deletion job that added it (a plain id: profiles knows no segments).
+    job_id = models.BigIntegerField("deletion job", null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Also the index ingestion looks digests up by.
+            models.UniqueConstraint(fields=["digest", "kind"], name="suppression_digest_kind")
+        ]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.digest[:12]}…"
+
+    @staticmethod
+    def digest_of(kind: str, value: str) -> str:
+        """The digest ingestion and receipts compare: the same normalisation
+        as the SQL that writes receipts (``lower(btrim(email))``)."""
+        if kind == Suppression.Kind.EMAIL:
+            value = value.strip(" ").lower()
+        return hashlib.sha256(value.encode()).hexdigest()

@@ -113,6 +113,15 @@ class DeletionJob(models.Model):
     created_by_username = models.CharField("confirmed by", max_length=150)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     cancel_requested = models.BooleanField(default=False)
+    # What was confirmed, for the receipt: the rules as they were then (the
+    # segment's may be edited later), and whether the people deleted are
+    # kept from coming back (profiles.Suppression).
+    rules_at_confirmation = models.JSONField(default=dict, blank=True)
+    suppress = models.BooleanField("stop them from coming back", default=False)
+    # When the receipt file was last written; older than finished_at (or
+    # empty) for an ended job means the worker stopped before writing it, and
+    # the watchdog writes it (segments.deletion.receipts).
+    receipt_written_at = models.DateTimeField(null=True, blank=True, editable=False)
     cancelled_by_username = models.CharField("stopped by", max_length=150, blank=True)
     # A job that stopped part-way (failed, or stopped by someone) stays open
     # until it is resumed to the end or closed by someone who keeps the rest.
@@ -221,6 +230,27 @@ class DeletionJobProfile(models.Model):
 
     def __str__(self):
         return f"{self.profile_id} in job {self.job_id}"
+
+
+class DeletionReceiptEntry(models.Model):
+    """One erased profile in a job's receipt: SHA-256 digests of its user id
+    (as stored) and of its email (trimmed, lower-cased), never the values.
+
+    Written by the batch that erases the profile, in its transaction and
+    from the row it deletes, so the receipt holds exactly who was erased.
+    ``None`` where the profile had no user id (or no email).
+    """
+
+    job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="receipt_entries")
+    user_id_sha256 = models.CharField(max_length=64, null=True, blank=True)
+    email_sha256 = models.CharField(max_length=64, null=True, blank=True)
+
+    class Meta:
+        verbose_name = "deletion receipt entry"
+        verbose_name_plural = "deletion receipt entries"
+
+    def __str__(self):
+        return f"Erased profile in job {self.job_id}"
 
 
 class DeletionBatch(models.Model):

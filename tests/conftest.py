@@ -49,6 +49,18 @@ def _groups_as_migrated(django_db_setup, django_db_blocker):
                 _group(name)
 
 
+@pytest.fixture(autouse=True)
+def receipts_dir(tmp_path, settings, monkeypatch):
+    """Each test writes deletion receipts to a directory of its own (and so
+    do the worker clusters it starts, which read the environment): job ids
+    repeat between test databases, and a file left by another test would
+    be read as this job's."""
+    directory = tmp_path / "deletion-receipts"
+    settings.DELETION_RECEIPTS_DIR = directory
+    monkeypatch.setenv("DELETION_RECEIPTS_DIR", str(directory))
+    return directory
+
+
 def _user(username, *groups, **extra):
     user = User.objects.create_user(username, f"{username}@example.com", PASSWORD, **extra)
     for name in groups:

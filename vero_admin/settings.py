@@ -41,6 +41,15 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer; got {raw!r}") from None
 
 
+def env_path(name: str, default: Path) -> Path:
+    """A directory path; a relative one is taken from the project directory."""
+    raw = os.environ.get(name, "").strip()
+    path = BASE_DIR / raw if raw else default
+    if path.exists() and not path.is_dir():
+        raise ImproperlyConfigured(f"{name} must name a directory; {str(path)!r} is a file.")
+    return path
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:
@@ -284,6 +293,11 @@ DELETION_TERMINATE_AFTER_SECONDS = env_int(
 # when only they are left, the job waits this long for them, then stops with
 # the reason (who holds them) so an Editor can resume it later.
 DELETION_LOCK_WAIT_SECONDS = env_int("DELETION_LOCK_WAIT_SECONDS", 300)
+# Every ended deletion's receipt is also written here as a file, outside the
+# database, so `manage.py reapply_deletions` can redo the deletions a restored
+# backup brings back. Keep it out of the database's backups' reach: a restore
+# must not roll it back too.
+DELETION_RECEIPTS_DIR = env_path("DELETION_RECEIPTS_DIR", BASE_DIR / "var" / "deletion-receipts")
 
 if env_bool("Q_SYNC", False):
     Q_CLUSTER["sync"] = True

@@ -17,6 +17,8 @@ ask the same questions after a job, whatever happened to it on the way:
   "… of an erased person" with no change message.
 - The job's counters agree with its snapshot: deleted + skipped is the number
   of snapshot rows up to the cursor, and the total once it completed.
+- Its receipt holds digests only, one entry per deleted profile, in the
+  database and (once the job has ended) in its file in DELETION_RECEIPTS_DIR.
 
 The tables come from ``Profile._meta.related_objects``, as in
 ``profiles.erasure``, so a table added later is checked too.
@@ -30,8 +32,15 @@ from django.db import connection
 from django.utils import timezone
 
 from profiles.erasure import ANONYMIZED_ON, erased_repr, kept_rows, personal_data_left_sql
-from profiles.models import Profile
-from segments.models import DeletionJob, DeletionJobProfile
+from profiles.models import Profile, Suppression
+from segments.deletion.receipts import (
+    DIGEST,
+    ReceiptUnreadable,
+    receipt_path,
+    receipt_read_file,
+    receipt_summary,
+)
+from segments.models import DeletionJob, DeletionJobProfile, DeletionReceiptEntry
 
 SAMPLE_SIZE = 5
 
@@ -68,6 +77,7 @@ def deletion_verify(*, job: DeletionJob) -> DeletionReport:
     if apps.is_installed("django.contrib.admin"):
         report.findings.append(_admin_log_clean(job, handled))
     report.findings.extend(_counters_agree(job))
+    report.findings.extend(_receipt_holds_digests_only(job))
     return report
 
 
@@ -304,3 +314,57 @@ def _counters_agree(job: DeletionJob) -> list[Finding]:
 def _sample(ids: list[int]) -> str:
     shown = ", ".join(str(i) for i in ids[:SAMPLE_SIZE])
     return shown + (", …" if len(ids) > SAMPLE_SIZE else "")
+
+
+def _receipt_holds_digests_only(job: DeletionJob) -> list[Finding]:
+    """The receipt names nobody in clear: each entry is a pair of 64-hex
+    digests (or none), there is one per deleted profile, and the file says
+    the same as the database."""
+    entries = DeletionReceiptEntry.objects.filter(job=job)
+    pattern = DIGEST.pattern
+    not_digests = (
+        entries.exclude(user_id_sha256__isnull=True).exclude(user_id_sha256__regex=pattern).count()
+        + entries.exclude(email_sha256__isnull=True).exclude(email_sha256__regex=pattern).count()
+    )
+    not_digests += Suppression.objects.filter(job_id=job.pk).exclude(digest__regex=pattern).count()
+    count = entries.count()
+    findings = [
+        Finding(
+            "receipt",
+            not_digests == 0 and count == job.deleted,
+            f"The receipt lists {count:,} erased profiles for {job.deleted:,} deleted"
+            + (
+                f"; {not_digests:,} of its values (or of its suppressions) are not SHA-256 digests"
+                if not_digests
+                else ""
+            )
+            + ".",
+        )
+    ]
+    path = receipt_path(job.pk)
+    if job.is_active:
+        return findings
+    if not path.exists():
+        findings.append(
+            Finding(
+                "receipt file",
+                False,
+                f"The ended job has no receipt file ({path}): a restored backup could not "
+                "replay it. The worker's log says why it was not written.",
+            )
+        )
+        return findings
+    try:
+        summary, file_entries = receipt_read_file(path)
+        in_file = sum(1 for _ in file_entries)  # each entry is checked to be digests
+        expected = set(receipt_summary(job))
+        ok = set(summary) == expected and in_file == count
+        detail = (
+            f"The receipt file {path.name} lists {in_file:,} erased profiles, as digests only"
+            + ("" if ok else f", and should list {count:,} with the fields {sorted(expected)}")
+            + "."
+        )
+    except (OSError, ReceiptUnreadable) as exc:
+        ok, detail = False, f"The receipt file cannot be read as digests only: {exc}"
+    findings.append(Finding("receipt file", ok, detail))
+    return findings

@@ -32,6 +32,15 @@ class DeleteProfilesForm(forms.Form):
         },
     )
 
+    # Off by default: a person deleted and identified again comes back as a
+    # new profile unless the confirmer chooses otherwise.
+    suppress = forms.BooleanField(
+        label="Also stop these people from coming back",
+        required=False,
+        help_text="The API will accept and discard anything sent later for their user id or "
+        "email, so they are not created again. An admin can lift this per person.",
+    )
+
     def __init__(self, *args, segment, **kwargs):
         super().__init__(*args, **kwargs)
         self.segment = segment

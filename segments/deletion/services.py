@@ -44,6 +44,7 @@ from django.utils import timezone
 from profiles.erasure import profiles_erase
 from profiles.models import Profile
 from segments.deletion.notices import deletion_notice_record
+from segments.deletion.receipts import receipt_capture, receipt_write_file
 from segments.deletion.selectors import segment_membership_token, user_can_delete_profiles
 from segments.models import (
     DeletionBatch,
@@ -119,6 +120,7 @@ def deletion_start(
     typed_name: str,
     expected_count: int | None,
     membership_token: str | None = None,
+    suppress: bool = False,
 ) -> StartResult:
     """Start deleting the segment's profiles, as confirmed by ``user``.
 
@@ -129,7 +131,8 @@ def deletion_start(
     its size differs in any way, nothing starts and the user is asked to
     review again. If a deletion of this segment is already running, that job
     is returned instead of a new one (the database allows one active job per
-    segment).
+    segment). With ``suppress``, the people deleted are also kept from coming
+    back through the ingestion API (see ``segments.deletion.receipts``).
     """
     if not user_can_delete_profiles(user):
         raise PermissionDenied
@@ -159,6 +162,8 @@ def deletion_start(
                 segment_name=segment.name,
                 created_by=user,
                 created_by_username=user.get_username(),
+                rules_at_confirmation=current.rules,
+                suppress=suppress,
             )
             # The count is the snapshot's own row count: one statement, so no
             # member can slip in between counting and copying.
@@ -454,6 +459,7 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
             deferred = [*start.deferred, *held]
             skipped = len(profile_ids) - len(erasable) - len(held)
             locked = True
+        receipt_capture(job_id=job_id, profile_ids=erasable, suppress=start.suppress)
         result = profiles_erase(profile_ids=erasable, locked=locked, returning=MEMBER_SEGMENTS)
         touched = sorted(set(start.touched) | result.returned.get(MEMBERSHIPS, set()))
         elapsed = time.monotonic() - started
@@ -479,6 +485,7 @@ MEMBER_SEGMENTS = {MEMBERSHIPS: SegmentMembership._meta.get_field("segment").col
 
 class _BatchStart(NamedTuple):
     cancel_requested: bool
+    suppress: bool
     cursor: int
     deferred: list[int]
     touched: list[int]
@@ -496,7 +503,8 @@ def _batch_start(job_id: int, batch_size: int) -> _BatchStart:
         # the select list is computed before the row lock is taken.)
         cursor.execute(
             f"""
-            SELECT set_config('lock_timeout', %s, true), j.cancel_requested, j.{qn("cursor")},
+            SELECT set_config('lock_timeout', %s, true), j.cancel_requested, j.suppress,
+                   j.{qn("cursor")},
                    j.deferred_profile_ids, j.touched_segment_ids,
                    ARRAY(SELECT s.profile_id FROM {DeletionJobProfile._meta.db_table} s
                          WHERE s.job_id = j.id AND s.profile_id > j.{qn("cursor")}
@@ -508,8 +516,10 @@ def _batch_start(job_id: int, batch_size: int) -> _BatchStart:
         row = cursor.fetchone()
     if row is None:
         raise DeletionJob.DoesNotExist(f"Deletion job {job_id} does not exist.")
-    _, cancel_requested, job_cursor, deferred, touched, profile_ids = row
-    return _BatchStart(cancel_requested, job_cursor, deferred or [], touched or [], profile_ids)
+    _, cancel_requested, suppress, job_cursor, deferred, touched, profile_ids = row
+    return _BatchStart(
+        cancel_requested, suppress, job_cursor, deferred or [], touched or [], profile_ids
+    )
 
 
 def _record_batch(
@@ -713,6 +723,7 @@ def _finish(job_id: int, status: str, *, error: str = "") -> None:
             segment_ids.add(job.segment_id)
         segment_recount(segment_ids=segment_ids)
     logger.info("Deletion job %s %s", job_id, status)
+    receipt_write_file(job_id=job_id)
 
 
 def _record_crash(job_id: int, error: str, *, stale_before=None) -> str:

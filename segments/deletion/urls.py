@@ -30,4 +30,14 @@ urlpatterns = [
     path("deletions/", history.deletion_history_page, name="deletion_history"),
     path("<int:pk>/delete-profiles/export/", export_views.export_members, name="export_members"),
     path("<int:pk>/delete-profiles/impact/", impact_views.deletion_impact, name="deletion_impact"),
+    path(
+        "deletions/<int:job_pk>/receipt/",
+        deletion_views.deletion_receipt,
+        name="deletion_receipt",
+    ),
+    path(
+        "deletions/<int:job_pk>/receipt.json",
+        deletion_views.deletion_receipt_json,
+        name="deletion_receipt_json",
+    ),
 ]

@@ -7,13 +7,14 @@ showed; writes are POST only and CSRF-protected like every other form.
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from segments.deletion import services as deletion
 from segments.deletion.forms import DeleteProfilesForm
+from segments.deletion.receipts import receipt_chunks, receipt_path
 from segments.deletion.selectors import (
     deletion_dialog_context,
     deletion_panel_context,
@@ -23,6 +24,7 @@ from segments.deletion.selectors import (
     user_can_delete_profiles,
 )
 from segments.models import DeletionJob, Segment
+from segments.rules import rules_describe
 
 
 def _get_segment_for_deletion(request: HttpRequest, pk: int) -> Segment:
@@ -82,6 +84,7 @@ def delete_profiles(request: HttpRequest, pk: int) -> HttpResponse:
             typed_name=form.cleaned_data["typed_name"],
             expected_count=form.cleaned_data["expected_count"],
             membership_token=form.cleaned_data["membership_token"],
+            suppress=form.cleaned_data["suppress"],
         )
     except deletion.CountChanged as exc:
         # Ask again, for the membership as it is now: the new count and stamp
@@ -233,3 +236,53 @@ def deletion_close(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
     except deletion.DeletionRefused as exc:
         messages.error(request, str(exc))
     return _redirect_to_segment(request, job.segment)
+
+
+# --- Receipts ----------------------------------------------------------------
+
+
+def _get_ended_job_for_receipt(request: HttpRequest, job_pk: int):
+    """The job (404 if unknown; 403 unless the user may delete profiles), or
+    a 409 page while it is still running: a receipt describes an ending."""
+    if not user_can_delete_profiles(request.user):
+        raise PermissionDenied
+    job = get_object_or_404(DeletionJob.objects.select_related("segment"), pk=job_pk)
+    if job.is_active:
+        response = render(
+            request,
+            "segments/deletion_receipt.html",
+            {"job": job, "not_ended": True},
+            status=409,
+        )
+        return job, response
+    return job, None
+
+
+@require_GET
+@login_required
+def deletion_receipt(request: HttpRequest, job_pk: int) -> HttpResponse:
+    """The receipt of an ended deletion, readable, with its JSON download."""
+    job, refusal = _get_ended_job_for_receipt(request, job_pk)
+    if refusal:
+        return refusal
+    context = {
+        "job": job,
+        "rules": rules_describe(job.rules_at_confirmation),
+        "entry_count": job.receipt_entries.count(),
+    }
+    return render(request, "segments/deletion_receipt.html", context)
+
+
+@require_GET
+@login_required
+def deletion_receipt_json(request: HttpRequest, job_pk: int) -> HttpResponse:
+    """The receipt as a JSON file, streamed: memory stays flat at any size."""
+    job, refusal = _get_ended_job_for_receipt(request, job_pk)
+    if refusal:
+        return refusal
+    response = StreamingHttpResponse(
+        receipt_chunks(job), content_type="application/json; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{receipt_path(job.pk).name}"'
+    response["Cache-Control"] = "no-store"
+    return response

@@ -39,6 +39,7 @@ from django.db import connection
 from django.utils import timezone
 
 from segments.deletion.notices import deletion_notices_send
+from segments.deletion.receipts import receipts_write_missing
 from segments.deletion.services import (
     CONTINUE,
     _AdvisoryLock,
@@ -83,6 +84,11 @@ def deletion_watchdog() -> list[int]:
         deletion_notices_send()
     except Exception:
         logger.exception("Watchdog: sending the deletion emails owed failed")
+    # Receipt files likewise (receipts_write_missing never raises for a file).
+    try:
+        receipts_write_missing()
+    except Exception:
+        logger.exception("Watchdog: writing the deletion receipt files owed failed")
     now = timezone.now()
     stale = now - timedelta(seconds=settings.DELETION_STALE_AFTER_SECONDS)
     quiet = now - timedelta(seconds=settings.DELETION_GONE_AFTER_SECONDS)

@@ -35,6 +35,8 @@ PAGES = [
     ("delete segment", "/segments/{segment}/delete/"),
     ("deletions", "/segments/deletions/"),
     ("deletions, failed only", "/segments/deletions/?status=failed"),
+    ("deletion receipt", "/segments/deletions/{receipt}/receipt/"),
+    ("deletion receipt, still running", "/segments/deletions/{running_job}/receipt/"),
     ("profile list", "/profiles/"),
     ("profile", "/profiles/{profile}/"),
     ("profile's events", "/profiles/{profile}/events/"),
@@ -119,6 +121,8 @@ class World:
     profile: int
     deleted_profile: int
     campaign: int
+    receipt: int
+    running_job: int
 
 
 @pytest.fixture
@@ -152,6 +156,8 @@ def world(alice) -> World:
         profile=population.doomed[0],
         deleted_profile=deleted.doomed[0],
         campaign=population.campaigns[0].pk,
+        receipt=done.pk,
+        running_job=job.pk,
     )
 
 

@@ -616,7 +616,13 @@ def test_a_segment_batch_applies_identify_and_track_in_order(client, key):
         "/v1/batch", {"batch": batch}, content_type="application/json", **basic_auth(key)
     )
     assert response.status_code == 200
-    assert response.json() == {"success": True, "applied": 3, "duplicates": 0, "ignored": 1}
+    assert response.json() == {
+        "success": True,
+        "applied": 3,
+        "duplicates": 0,
+        "ignored": 1,
+        "suppressed": 0,
+    }
     ada = Profile.objects.get(user_id="u1")
     assert (ada.email, ada.properties, ada.subscribed) == ("ada@example.com", {"plan": "pro"}, True)
     event = ada.events.get()
@@ -673,9 +679,21 @@ def test_a_segment_message_id_seen_before_is_not_applied_twice(client, key):
     message = {**segment_track("u1", "Paid", amount=10), "messageId": "m-1"}
     body = {"batch": [message, {**message}]}
     first = client.post("/v1/batch", body, content_type="application/json", **basic_auth(key))
-    assert first.json() == {"success": True, "applied": 1, "duplicates": 1, "ignored": 0}
+    assert first.json() == {
+        "success": True,
+        "applied": 1,
+        "duplicates": 1,
+        "ignored": 0,
+        "suppressed": 0,
+    }
     again = client.post("/v1/batch", body, content_type="application/json", **basic_auth(key))
-    assert again.json() == {"success": True, "applied": 0, "duplicates": 2, "ignored": 0}
+    assert again.json() == {
+        "success": True,
+        "applied": 0,
+        "duplicates": 2,
+        "ignored": 0,
+        "suppressed": 0,
+    }
     assert Event.objects.count() == 1
     assert SeenMessage.objects.count() == 1
 

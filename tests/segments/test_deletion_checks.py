@@ -66,6 +66,8 @@ def test_a_job_marked_completed_without_deleting_fails(population, alice):
         "segments.segmentmembership",
         "messaging.message",
         "messaging.messageactivity",
+        "receipt",
+        "receipt file",
     }
 
 
@@ -128,7 +130,7 @@ def test_counters_that_disagree_with_the_snapshot_fail(population, alice):
     job = start(population, alice)
     run_to_end(job)
     DeletionJob.objects.filter(pk=job.pk).update(deleted=5)
-    assert failed_checks(job) == {"handled", "completed"}
+    assert failed_checks(job) == {"handled", "completed", "receipt"}
     DeletionJob.objects.filter(pk=job.pk).update(deleted=6, total=7)
     assert failed_checks(job) == {"total"}
 

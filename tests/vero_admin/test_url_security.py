@@ -156,6 +156,8 @@ def test_the_walk_finds_the_dashboard():
         "segments:deletion_resume",
         "segments:deletion_close",
         "segments:deletion_progress",
+        "segments:deletion_receipt",
+        "segments:deletion_receipt_json",
         "segments:export_members",
         "segments:deletion_impact",
         "segments:deletion_history",
