@@ -30,6 +30,12 @@ PHASES = (
         "job cursor+counters+batch log",
         lambda s: s.startswith("WITH logged AS") and "UPDATE segments_deletionjob" in s,
     ),
+    # Since issue 15 a batch's erasure is one call of a function generated
+    # from erasure_plan() (SET CONSTRAINTS and the admin log checks inside).
+    ("erase: the plan in one call", lambda s: s.startswith("SELECT * FROM pg_temp.vero_erase_")),
+    ("create the erasure function", lambda s: "FUNCTION pg_temp.vero_erase_" in s),
+    # The receipt's digests (issue 13): work the floors do not do.
+    ("receipt digests", lambda s: "INSERT INTO segments_deletionreceiptentry" in s),
     ("cancel check", lambda s: "segments_deletionjob" in s and "cancel_requested" in s),
     ("lock_timeout", lambda s: "set_config('lock_timeout'" in s),
     ("job row lock", lambda s: "FROM segments_deletionjob " in s and "FOR UPDATE" in s),
@@ -141,7 +147,9 @@ def summarize(records, *, total: float, outcome: str) -> dict:
         wall_end = records[end][1] if end < len(records) else part[-1][1] + part[-1][2]
         batches.append((part, wall_end - part[0][1]))
     full = [
-        (part, wall) for part, wall in batches if any(p == "erase: profiles" for p, _, _ in part)
+        (part, wall)
+        for part, wall in batches
+        if any(p in ("erase: profiles", "erase: the plan in one call") for p, _, _ in part)
     ]
     per_phase = defaultdict(list)
     round_trips, walls = [], []
