@@ -431,9 +431,11 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
     in the same transaction as the deletes, so a crash at any point leaves
     them consistent with the data, and a batch costs one commit. Round trips
     are what a batch adds to the erasure itself (see README, "Where a batch
-    goes"), so the job's side takes three statements: one reads the job
-    (locked), the cancel flag and the batch's ids; one locks the profiles;
-    one writes the cursor, counters and log.
+    goes"), so a batch is five statements whatever its size: one reads the
+    job (locked), the cancel flag and the batch's ids; one locks the
+    profiles; one records the receipt's digests; one erases (the whole
+    plan, in one call: ``profiles_erase(locked=True)``); one writes the
+    cursor, counters and log.
     """
     started = time.monotonic()
     with transaction.atomic():
