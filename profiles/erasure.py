@@ -31,6 +31,8 @@ All statements are set-based (``= ANY(ids)``) and run in the caller's
 transaction: nothing is loaded into Python but the batch's profile ids.
 """
 
+import hashlib
+import weakref
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -85,6 +87,20 @@ class ErasureStep:
         cursor.execute(self.sql, {"ids": profile_ids, **dict(self.params)})
         return cursor.rowcount
 
+    def run_returning(self, cursor, profile_ids: list[int], column: str) -> tuple[int, set]:
+        """Run a DELETE step; its row count and the distinct values of
+        ``column`` among the rows it deleted, in the same statement."""
+        if self.action != DELETE:
+            raise ValueError(f"Only a DELETE step returns what it deleted, not {self.label}.")
+        qn = connection.ops.quote_name
+        cursor.execute(
+            f"WITH gone AS ({self.sql} RETURNING {qn(column)} AS value) "  # noqa: S608
+            "SELECT count(*), array_agg(DISTINCT value) FROM gone",
+            {"ids": profile_ids, **dict(self.params)},
+        )
+        count, values = cursor.fetchone()
+        return count, set(values or ())
+
     @property
     def about(self) -> tuple[str, str] | None:
         """(app label, model name) whose admin log entries a SCRUB step rewrites."""
@@ -110,6 +126,9 @@ class ErasureResult:
     deleted: int = 0
     skipped: int = 0
     rows: dict[str, int] = field(default_factory=dict)
+    # For each label asked for in ``returning``: the distinct values of the
+    # column among the rows that step deleted.
+    returned: dict[str, set] = field(default_factory=dict)
 
     def count(self, label: str) -> int:
         return self.rows.get(label, 0)
@@ -344,13 +363,26 @@ def profile_tables() -> dict[str, str]:
     return tables
 
 
-def profiles_erase(*, profile_ids: list[int]) -> ErasureResult:
+def profiles_erase(
+    *,
+    profile_ids: list[int],
+    locked: bool = False,
+    returning: dict[str, str] | None = None,
+) -> ErasureResult:
     """Erase these profiles and everything that is theirs, in the current transaction.
 
     The profiles are locked first (``FOR UPDATE``, in id order so two callers
     cannot deadlock): an event ingested concurrently for one of them then
     waits for this transaction instead of racing it, and finds its profile
-    gone. Ids that no longer exist are counted as skipped.
+    gone. Ids that no longer exist are counted as skipped. With ``locked``,
+    the caller has already locked every one of these profiles ``FOR UPDATE``
+    in this transaction, in id order, and each exists (the deletion job
+    locks its batch ``SKIP LOCKED`` itself): they are not locked again.
+
+    ``returning`` maps a DELETE step's label to one of its table's columns:
+    ``result.returned[label]`` is then the distinct values of that column
+    among the rows deleted, taken from the DELETE itself (the deletion job
+    learns which segments lost members this way).
 
     Foreign keys are checked statement by statement (``SET CONSTRAINTS ALL
     IMMEDIATE``), not at commit as Django declares them: the plan's order
@@ -362,29 +394,128 @@ def profiles_erase(*, profile_ids: list[int]) -> ErasureResult:
     """
     if not connection.in_atomic_block:
         raise RuntimeError("profiles_erase() must run inside transaction.atomic().")
+    returning = returning or {}
     result = ErasureResult(requested=len(set(profile_ids)))
     if not profile_ids:
         return result
     profile_table = connection.ops.quote_name(Profile._meta.db_table)
     with connection.cursor() as cursor:
+        if locked:
+            # Every statement of the plan in one round trip (see
+            # erasure_function_sql): a batch's statements are then one call.
+            _erase_in_one_call(cursor, result, sorted(set(profile_ids)), returning)
+            return result
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(
             f"SELECT id FROM {profile_table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
             [list(profile_ids)],
         )
-        locked = [row[0] for row in cursor.fetchall()]
-        result.skipped = result.requested - len(locked)
-        if not locked:
+        locked_ids = [row[0] for row in cursor.fetchall()]
+        result.skipped = result.requested - len(locked_ids)
+        if not locked_ids:
             return result
         plan = erasure_plan()
         logged = _logged_models(cursor, plan)
         for step in plan:
             if step.about is not None and step.about not in logged:
                 continue
-            result.rows[step.label] = result.rows.get(step.label, 0) + step.run(cursor, locked)
-        cursor.execute(f"DELETE FROM {profile_table} WHERE id = ANY(%s)", [locked])  # noqa: S608
+            if step.label in returning:
+                count, values = step.run_returning(cursor, locked_ids, returning[step.label])
+                result.returned.setdefault(step.label, set()).update(values)
+            else:
+                count = step.run(cursor, locked_ids)
+            result.rows[step.label] = result.rows.get(step.label, 0) + count
+        cursor.execute(f"DELETE FROM {profile_table} WHERE id = ANY(%s)", [locked_ids])  # noqa: S608
         result.deleted = cursor.rowcount
     return result
+
+
+# Names of the batch functions created in a database session, by connection
+# (a new connection is a new session, whose temporary schema is empty).
+_session_functions: "weakref.WeakKeyDictionary[object, set[str]]" = weakref.WeakKeyDictionary()
+FUNCTION_RESULT = ("erased_label", "erased_rows", "erased_values")
+
+
+def _pl_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def erasure_function_sql(returning: tuple[tuple[str, str], ...] = ()) -> tuple[str, str]:
+    """(name, ``CREATE FUNCTION`` statement) of a PL/pgSQL function that runs
+    :func:`erasure_plan` over an array of locked profile ids, in the caller's
+    transaction, and returns one row per step run: its label, its row count
+    and, for the labels in ``returning`` (label, integer column), the
+    distinct values of the column among the rows it deleted.
+
+    It is the plan's own statements (``%(ids)s`` becomes the function's
+    argument), with ``SET CONSTRAINTS ALL IMMEDIATE`` first, each admin log
+    step only when the log mentions its model (as :func:`profiles_erase`
+    decides with :func:`_logged_models`), and the profiles deleted last. The
+    function lives in the session's temporary schema; its name is a digest
+    of its text, so a changed plan is a new function.
+    """
+    qn = connection.ops.quote_name
+    wanted = dict(returning)
+    label_var, rows_var, values_var = FUNCTION_RESULT
+    lines = ["  SET CONSTRAINTS ALL IMMEDIATE;"]
+    for step in erasure_plan():
+        values = {"ids": "erase_ids", **{k: _pl_literal(v) for k, v in step.params}}
+        # The steps are written for psycopg's %-parameters: formatting them
+        # with the argument's name turns %(ids)s into it and %% into %.
+        statement = step.sql % values
+        if step.label in wanted:
+            if step.action != DELETE:
+                raise ValueError(f"Only a DELETE step returns what it deleted, not {step.label}.")
+            body = (
+                f"WITH gone AS ({statement} RETURNING {qn(wanted[step.label])} AS value) "  # noqa: S608
+                f"SELECT count(*), array_agg(DISTINCT value) INTO {rows_var}, {values_var} "
+                "FROM gone;"
+            )
+        else:
+            body = (
+                f"{statement};\n    GET DIAGNOSTICS {rows_var} = ROW_COUNT; {values_var} := NULL;"
+            )
+        body += f"\n    {label_var} := {_pl_literal(step.label)}; RETURN NEXT;"
+        if step.about is not None:
+            app, model = step.about
+            body = (
+                "IF EXISTS (SELECT 1 FROM django_admin_log l JOIN django_content_type ct "  # noqa: S608
+                f"ON ct.id = l.content_type_id WHERE ct.app_label = {_pl_literal(app)} "
+                f"AND ct.model = {_pl_literal(model)}) THEN\n    {body}\n  END IF;"
+            )
+        lines.append(f"  {body}")
+    table = qn(Profile._meta.db_table)
+    lines.append(
+        f"  DELETE FROM {table} WHERE id = ANY(erase_ids);\n"  # noqa: S608
+        f"  GET DIAGNOSTICS {rows_var} = ROW_COUNT; {values_var} := NULL;\n"
+        f"  {label_var} := {_pl_literal(Profile._meta.label_lower)}; RETURN NEXT;"
+    )
+    body = "\n".join(lines)
+    name = "vero_erase_" + hashlib.sha256(body.encode()).hexdigest()[:16]
+    create = (
+        f"CREATE OR REPLACE FUNCTION pg_temp.{name}(erase_ids bigint[]) "
+        f"RETURNS TABLE ({label_var} text, {rows_var} bigint, {values_var} bigint[]) "
+        f"LANGUAGE plpgsql AS $erase$\nBEGIN\n{body}\nEND\n$erase$"
+    )
+    return name, create
+
+
+def _erase_in_one_call(cursor, result: ErasureResult, ids: list[int], returning) -> None:
+    name, create = erasure_function_sql(tuple(sorted(returning.items())))
+    session = connection.connection
+    if name not in _session_functions.get(session, ()):
+        # Created in the caller's transaction: if that rolls back, so does
+        # the function, so it is only known to exist once that commits.
+        cursor.execute(create)
+        transaction.on_commit(lambda: _session_functions.setdefault(session, set()).add(name))
+    cursor.execute(f"SELECT * FROM pg_temp.{name}(%s::bigint[])", [ids])  # noqa: S608 (a digest)
+    for label, rows, values in cursor.fetchall():
+        if label == Profile._meta.label_lower:
+            result.deleted = rows
+            continue
+        result.rows[label] = result.rows.get(label, 0) + rows
+        if label in returning:
+            result.returned.setdefault(label, set()).update(values or ())
 
 
 def profile_erase(*, profile: Profile) -> ErasureResult:

@@ -84,7 +84,7 @@ def phases(result) -> list[str]:
         lines.append(f"| {phase} | {ms:.2f} |")
     lines += [
         f"| *sum: erasure statements* | {p['erase_ms_per_batch']:.2f} |",
-        f"| *sum: locking (two lock statements, SET CONSTRAINTS)* | "
+        f"| *sum: locking (profile locks, SET CONSTRAINTS when not in the erasure call)* | "
         f"{p['locking_ms_per_batch']:.2f} |",
         f"| *sum: bookkeeping (job row, ids, counters, batch log, checks)* | "
         f"{p['bookkeeping_ms_per_batch']:.2f} |",

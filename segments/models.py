@@ -255,8 +255,8 @@ class DeletionReceiptEntry(models.Model):
 
 class DeletionBatch(models.Model):
     """One committed batch of a deletion job: how many profiles, how long
-    (commit included, so written just after it). The benchmark reads batch
-    durations from here."""
+    (up to its last statement: it is written inside the batch's transaction,
+    so its commit is not in it). The benchmark reads batch durations from here."""
 
     job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="batch_log")
     profiles = models.PositiveIntegerField()

@@ -3,7 +3,8 @@
 The job runs in this process, unchanged (``deletion_run``), while Django's
 ``execute_wrapper`` times every statement it sends and a wrapper on the
 connection's commit times each commit. Statements are sorted into phases
-by their text; a batch starts at its cancel check. What is left of a batch's
+by their text; a batch starts at its first statement (the cancel check,
+since issue 15 the statement that reads the job, its cancel flag and ids). What is left of a batch's
 wall time once its statements and commit are taken out is Python (Django's
 ORM, building the statements, the loop).
 
@@ -19,6 +20,22 @@ from django.db import connections
 
 # (phase, test on the statement's text without quotes), first match wins.
 PHASES = (
+    # Since issue 15: one statement reads the job (locked), the cancel flag
+    # and the batch's ids, and one writes the cursor, counters and batch log.
+    (
+        "batch start (job row, cancel, ids)",
+        lambda s: "set_config('lock_timeout'" in s and "FROM segments_deletionjob " in s,
+    ),
+    (
+        "job cursor+counters+batch log",
+        lambda s: s.startswith("WITH logged AS") and "UPDATE segments_deletionjob" in s,
+    ),
+    # Since issue 15 a batch's erasure is one call of a function generated
+    # from erasure_plan() (SET CONSTRAINTS and the admin log checks inside).
+    ("erase: the plan in one call", lambda s: s.startswith("SELECT * FROM pg_temp.vero_erase_")),
+    ("create the erasure function", lambda s: "FUNCTION pg_temp.vero_erase_" in s),
+    # The receipt's digests (issue 13): work the floors do not do.
+    ("receipt digests", lambda s: "INSERT INTO segments_deletionreceiptentry" in s),
     ("cancel check", lambda s: "segments_deletionjob" in s and "cancel_requested" in s),
     ("lock_timeout", lambda s: "set_config('lock_timeout'" in s),
     ("job row lock", lambda s: "FROM segments_deletionjob " in s and "FOR UPDATE" in s),
@@ -33,15 +50,18 @@ PHASES = (
     ("erase: messages", lambda s: s.startswith("UPDATE messaging_message ")),
     ("erase: events", lambda s: s.startswith("DELETE FROM profiles_event")),
     ("erase: preferences", lambda s: s.startswith("DELETE FROM profiles_subscriptionpreference")),
-    ("erase: memberships", lambda s: s.startswith("DELETE FROM segments_segmentmembership")),
+    ("erase: memberships", lambda s: "DELETE FROM segments_segmentmembership" in s),
     ("erase: profiles", lambda s: s.startswith("DELETE FROM profiles_profile")),
     ("job cursor+counters", lambda s: s.startswith("UPDATE segments_deletionjob SET cursor")),
     ("batch log insert", lambda s: s.startswith("INSERT INTO segments_deletionbatch")),
     ("longest batch update", lambda s: "longest_batch_ms" in s and s.startswith("UPDATE")),
 )
+BATCH_STARTS = ("cancel check", "batch start (job row, cancel, ids)")
 ERASE = tuple(name for name, _ in PHASES if name.startswith("erase: "))
 LOCKING = ("lock profiles (SKIP LOCKED)", "lock profiles again (erasure)", "set constraints")
 BOOKKEEPING = (
+    "batch start (job row, cancel, ids)",
+    "job cursor+counters+batch log",
     "cancel check",
     "lock_timeout",
     "job row lock",
@@ -116,9 +136,10 @@ def profile_job(job_id: int) -> dict:
 
 
 def summarize(records, *, total: float, outcome: str) -> dict:
-    """Split the records into batches (each starts at a cancel check); the
-    last "batch" is the empty one that ends the job, with the job's end."""
-    starts = [i for i, (phase, _, _) in enumerate(records) if phase == "cancel check"]
+    """Split the records into batches (each starts at a cancel check or a
+    batch start); the last "batch" is the empty one that ends the job, with
+    the job's end."""
+    starts = [i for i, (phase, _, _) in enumerate(records) if phase in BATCH_STARTS]
     batches = []
     for k, begin in enumerate(starts):
         end = starts[k + 1] if k + 1 < len(starts) else len(records)
@@ -126,7 +147,9 @@ def summarize(records, *, total: float, outcome: str) -> dict:
         wall_end = records[end][1] if end < len(records) else part[-1][1] + part[-1][2]
         batches.append((part, wall_end - part[0][1]))
     full = [
-        (part, wall) for part, wall in batches if any(p == "erase: profiles" for p, _, _ in part)
+        (part, wall)
+        for part, wall in batches
+        if any(p in ("erase: profiles", "erase: the plan in one call") for p, _, _ in part)
     ]
     per_phase = defaultdict(list)
     round_trips, walls = [], []

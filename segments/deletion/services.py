@@ -41,8 +41,6 @@ from django.db import (
     reset_queries,
     transaction,
 )
-from django.db.models import F
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from profiles.erasure import profiles_erase
@@ -361,15 +359,6 @@ def _run_slice(job_id: int, slice_seconds: float) -> str:
         # With DEBUG on, Django keeps every query's text; a batch's carries
         # thousands of ids. Memory must not grow with the segment.
         reset_queries()
-        if DeletionJob.objects.filter(pk=job_id, cancel_requested=True).exists():
-            # A cancel that arrives after the last batch changes nothing.
-            status = (
-                DeletionJob.Status.CANCELLED
-                if _has_remaining(job_id)
-                else DeletionJob.Status.COMPLETED
-            )
-            _finish(job_id, status)
-            return status.value
         try:
             batch = deletion_run_batch(job_id=job_id, batch_size=batch_size)
         except OperationalError as exc:
@@ -383,6 +372,15 @@ def _run_slice(job_id: int, slice_seconds: float) -> str:
             if time.monotonic() >= deadline:
                 return "continued"
             continue
+        if batch.cancelled:
+            # A cancel that arrives after the last batch changes nothing.
+            status = (
+                DeletionJob.Status.CANCELLED
+                if _has_remaining(job_id)
+                else DeletionJob.Status.COMPLETED
+            )
+            _finish(job_id, status)
+            return status.value
         if batch.handled == 0 and not batch.waiting:
             _finish(job_id, DeletionJob.Status.COMPLETED)
             return "completed"
@@ -436,6 +434,7 @@ class BatchResult(NamedTuple):
     handled: int  # snapshot rows the batch dealt with: erased, found gone, or set aside
     elapsed: float  # seconds, commit included
     waiting: int = 0  # profiles set aside because someone else holds them
+    cancelled: bool = False  # someone asked to stop: the batch did nothing
 
 
 def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
@@ -446,102 +445,191 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
     Profiles that another session holds locked (a long transaction, an admin
     editing one) are not waited for: they are set aside in
     ``deferred_profile_ids`` and retried at the end, so one stuck row cannot
-    stall the job.
+    stall the job. If someone asked to stop the job, nothing is done and
+    the result says ``cancelled``.
 
-    The cursor, the set-aside ids and the counters move in the same
-    transaction as the deletes, so a crash at any point leaves them
-    consistent with the data.
+    The cursor, the set-aside ids, the counters and the batch's log row move
+    in the same transaction as the deletes, so a crash at any point leaves
+    them consistent with the data, and a batch costs one commit. Round trips
+    are what a batch adds to the erasure itself (see README, "Where a batch
+    goes"), so a batch is five statements whatever its size: one reads the
+    job (locked), the cancel flag and the batch's ids; one locks the
+    profiles; one records the receipt's digests; one erases (the whole
+    plan, in one call: ``profiles_erase(locked=True)``); one writes the
+    cursor, counters and log.
     """
     started = time.monotonic()
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            # Never queue behind someone else's row lock while holding a
-            # batch of ours: fail fast, and the runner retries smaller.
-            cursor.execute(
-                "SELECT set_config('lock_timeout', %s, true)", [f"{BATCH_LOCK_TIMEOUT_MS}ms"]
-            )
-        job = (
-            DeletionJob.objects.select_for_update()
-            .only("cursor", "deferred_profile_ids", "touched_segment_ids", "suppress")
-            .get(pk=job_id)
-        )
-        profile_ids = list(
-            DeletionJobProfile.objects.filter(job_id=job_id, profile_id__gt=job.cursor)
-            .order_by("profile_id")
-            .values_list("profile_id", flat=True)[:batch_size]
-        )
+        start = _batch_start(job_id, batch_size)
+        if start.cancel_requested:
+            return BatchResult(0, time.monotonic() - started, cancelled=True)
+        profile_ids = start.profile_ids
         retrying = not profile_ids
+        skipped = 0
         if retrying:
-            if not job.deferred_profile_ids:
+            if not start.deferred:
                 return BatchResult(0, time.monotonic() - started)
             # Whichever set-aside profiles are free now, up to a batch: a held
             # one at the front must not hide free ones behind it.
-            profile_ids = _free_or_gone(sorted(job.deferred_profile_ids), limit=batch_size)
-            held = set()
-        else:
-            held = _lock_profiles(profile_ids)
-        erasable = [pk for pk in profile_ids if pk not in held]
-        if retrying:
+            erasable = _free_or_gone(sorted(start.deferred), limit=batch_size)
             erasing = set(erasable)
-            deferred = [pk for pk in job.deferred_profile_ids if pk not in erasing]
+            deferred = [pk for pk in start.deferred if pk not in erasing]
             if not erasable:
                 return BatchResult(0, time.monotonic() - started, waiting=len(deferred))
+            locked = False
         else:
-            deferred = [*job.deferred_profile_ids, *sorted(held)]
-        touched = sorted(set(job.touched_segment_ids) | _segments_losing_members(erasable))
-        receipt_capture(job_id=job_id, profile_ids=erasable, suppress=job.suppress)
-        result = profiles_erase(profile_ids=erasable)
-        now = timezone.now()
-        DeletionJob.objects.filter(pk=job_id).update(
-            cursor=job.cursor if retrying else profile_ids[-1],
-            deferred_profile_ids=deferred,
-            touched_segment_ids=touched,
-            deleted=F("deleted") + result.deleted,
-            skipped=F("skipped") + result.skipped,
-            events_deleted=F("events_deleted") + result.count("profiles.event"),
-            preferences_deleted=F("preferences_deleted")
-            + result.count("profiles.subscriptionpreference"),
-            memberships_deleted=F("memberships_deleted")
-            + result.count("segments.segmentmembership"),
-            messages_anonymized=F("messages_anonymized") + result.count("messaging.message"),
-            activity_anonymized=F("activity_anonymized")
-            + result.count("messaging.messageactivity"),
-            batches=F("batches") + 1,
-            heartbeat_at=now,
-            last_progress_at=now,
-            # Waiting, if any, starts again when only held profiles are left.
-            waiting_for="",
-            waiting_since=None,
-            # Attempts count interruptions without progress; this is progress.
-            attempts=0,
+            erasable, held = _lock_profiles(profile_ids)
+            deferred = [*start.deferred, *held]
+            skipped = len(profile_ids) - len(erasable) - len(held)
+            locked = True
+        receipt_capture(job_id=job_id, profile_ids=erasable, suppress=start.suppress)
+        result = profiles_erase(profile_ids=erasable, locked=locked, returning=MEMBER_SEGMENTS)
+        touched = sorted(set(start.touched) | result.returned.get(MEMBERSHIPS, set()))
+        elapsed = time.monotonic() - started
+        _record_batch(
+            job_id,
+            cursor=start.cursor if retrying else profile_ids[-1],
+            deferred=deferred,
+            touched=touched,
+            result=result,
+            skipped=skipped,
+            # A batch that only set profiles aside says nothing about the pace.
+            logged_profiles=len(erasable),
+            duration_ms=int(elapsed * 1000),
         )
-    elapsed = time.monotonic() - started
-    # Timing is measured to the end of the commit (deferred foreign-key checks
-    # run there), so it is recorded after it, outside the batch. A batch that
-    # only set profiles aside says nothing about the pace.
-    if erasable:
-        _record_batch_timing(job_id, len(erasable), int(elapsed * 1000))
     handled = len(erasable) if retrying else len(profile_ids)
-    return BatchResult(handled, elapsed, waiting=len(deferred))
+    return BatchResult(handled, time.monotonic() - started, waiting=len(deferred))
 
 
-def _lock_profiles(profile_ids: list[int]) -> set[int]:
-    """Lock the batch's profiles that nobody else holds; return the ids of
-    those that exist but someone else holds (they are not waited for)."""
+# The segment memberships a batch deletes tell which segments lost members.
+MEMBERSHIPS = SegmentMembership._meta.label_lower
+MEMBER_SEGMENTS = {MEMBERSHIPS: SegmentMembership._meta.get_field("segment").column}
+
+
+class _BatchStart(NamedTuple):
+    cancel_requested: bool
+    suppress: bool
+    cursor: int
+    deferred: list[int]
+    touched: list[int]
+    profile_ids: list[int]
+
+
+def _batch_start(job_id: int, batch_size: int) -> _BatchStart:
+    """One statement: set the batch's lock timeout, lock the job row, read
+    the cancel flag, the cursor and what is set aside, and fetch the next
+    ``batch_size`` snapshot ids after the cursor."""
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        # Never queue behind someone else's row lock while holding a batch
+        # of ours: fail fast, and the runner retries smaller. (Set first:
+        # the select list is computed before the row lock is taken.)
+        cursor.execute(
+            f"""
+            SELECT set_config('lock_timeout', %s, true), j.cancel_requested, j.suppress,
+                   j.{qn("cursor")},
+                   j.deferred_profile_ids, j.touched_segment_ids,
+                   ARRAY(SELECT s.profile_id FROM {DeletionJobProfile._meta.db_table} s
+                         WHERE s.job_id = j.id AND s.profile_id > j.{qn("cursor")}
+                         ORDER BY s.profile_id LIMIT %s)
+            FROM {DeletionJob._meta.db_table} j WHERE j.id = %s FOR UPDATE OF j
+            """,  # noqa: S608 (table names from model metadata)
+            [f"{BATCH_LOCK_TIMEOUT_MS}ms", batch_size, job_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise DeletionJob.DoesNotExist(f"Deletion job {job_id} does not exist.")
+    _, cancel_requested, suppress, job_cursor, deferred, touched, profile_ids = row
+    return _BatchStart(
+        cancel_requested, suppress, job_cursor, deferred or [], touched or [], profile_ids
+    )
+
+
+def _record_batch(
+    job_id: int,
+    *,
+    cursor: int,
+    deferred: list[int],
+    touched: list[int],
+    result,
+    skipped: int,
+    logged_profiles: int,
+    duration_ms: int,
+) -> None:
+    """One statement: the job's cursor, set-aside ids and counters, and the
+    batch's log row, inside the batch's transaction. The duration is the
+    batch's up to this statement; its commit (a WAL flush, foreign keys are
+    checked as the statements run) is not in it."""
+    now = timezone.now()
+    params = {
+        "job": job_id,
+        "cursor": cursor,
+        "deferred": deferred,
+        "touched": touched,
+        "deleted": result.deleted,
+        "skipped": result.skipped + skipped,
+        "events": result.count("profiles.event"),
+        "preferences": result.count("profiles.subscriptionpreference"),
+        "memberships": result.count(MEMBERSHIPS),
+        "messages": result.count("messaging.message"),
+        "activity": result.count("messaging.messageactivity"),
+        "profiles": logged_profiles,
+        "ms": duration_ms,
+        "now": now,
+    }
+    with connection.cursor() as db:
+        db.execute(
+            f"""
+            WITH logged AS (
+                INSERT INTO {DeletionBatch._meta.db_table}
+                    (job_id, profiles, duration_ms, finished_at)
+                SELECT %(job)s, %(profiles)s, %(ms)s, %(now)s WHERE %(profiles)s > 0
+            )
+            UPDATE {DeletionJob._meta.db_table} SET
+                "cursor" = %(cursor)s,
+                deferred_profile_ids = %(deferred)s::bigint[],
+                touched_segment_ids = %(touched)s::bigint[],
+                deleted = deleted + %(deleted)s,
+                skipped = skipped + %(skipped)s,
+                events_deleted = events_deleted + %(events)s,
+                preferences_deleted = preferences_deleted + %(preferences)s,
+                memberships_deleted = memberships_deleted + %(memberships)s,
+                messages_anonymized = messages_anonymized + %(messages)s,
+                activity_anonymized = activity_anonymized + %(activity)s,
+                batches = batches + 1,
+                longest_batch_ms = CASE WHEN %(profiles)s > 0
+                    THEN GREATEST(longest_batch_ms, %(ms)s) ELSE longest_batch_ms END,
+                heartbeat_at = %(now)s,
+                last_progress_at = %(now)s,
+                -- Waiting, if any, starts again when only held profiles are left.
+                waiting_for = '',
+                waiting_since = NULL,
+                -- Attempts count interruptions without progress; this is progress.
+                attempts = 0
+            WHERE id = %(job)s
+            """,  # noqa: S608 (table names from model metadata)
+            params,
+        )
+
+
+def _lock_profiles(profile_ids: list[int]) -> tuple[list[int], list[int]]:
+    """Lock the batch's profiles that nobody else holds, in id order; return
+    their ids, and the ids of those that exist but someone else holds (they
+    are not waited for). Ids of neither kind no longer exist."""
     table = Profile._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED",  # noqa: S608
             [profile_ids],
         )
-        ours = {row[0] for row in cursor.fetchall()}
+        ours = [row[0] for row in cursor.fetchall()]
         if len(ours) == len(set(profile_ids)):
-            return set()
+            return ours, []
         cursor.execute(
-            f"SELECT id FROM {table} WHERE id = ANY(%s) AND NOT id = ANY(%s)",  # noqa: S608
-            [profile_ids, list(ours)],
+            f"SELECT id FROM {table} WHERE id = ANY(%s) AND NOT id = ANY(%s) ORDER BY id",  # noqa: S608
+            [profile_ids, ours],
         )
-        return {row[0] for row in cursor.fetchall()}
+        return ours, [row[0] for row in cursor.fetchall()]
 
 
 def _free_or_gone(profile_ids: list[int], *, limit: int) -> list[int]:
@@ -559,20 +647,6 @@ def _free_or_gone(profile_ids: list[int], *, limit: int) -> list[int]:
         existing = {row[0] for row in cursor.fetchall()}
     gone = [pk for pk in profile_ids if pk not in existing]
     return sorted(free + gone)[:limit] if gone else free
-
-
-def _segments_losing_members(profile_ids: list[int]) -> set[int]:
-    """The segments these profiles belong to, whose counts the job must
-    correct when it ends."""
-    if not profile_ids:
-        return set()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT DISTINCT segment_id FROM {SegmentMembership._meta.db_table} "  # noqa: S608
-            "WHERE profile_id = ANY(%s)",
-            [profile_ids],
-        )
-        return {row[0] for row in cursor.fetchall()}
 
 
 def _wait_for_held_profiles(job_id: int) -> bool:
@@ -649,13 +723,6 @@ def _duration(seconds: int | None) -> str:
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
-def _record_batch_timing(job_id: int, profiles: int, duration_ms: int) -> None:
-    DeletionBatch.objects.create(job_id=job_id, profiles=profiles, duration_ms=duration_ms)
-    DeletionJob.objects.filter(pk=job_id).update(
-        longest_batch_ms=Greatest("longest_batch_ms", duration_ms)
-    )
 
 
 def _finish(job_id: int, status: str, *, error: str = "") -> None:

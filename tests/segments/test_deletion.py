@@ -396,9 +396,9 @@ def test_a_continuation_starts_at_the_pace_the_job_measured(population, alice, m
     monkeypatch.setattr(deletion, "MIN_BATCH", 1)
     real_erase = deletion.profiles_erase
 
-    def slow_erase(*, profile_ids):
+    def slow_erase(*, profile_ids, **kwargs):
         time.sleep(0.1 * len(profile_ids))  # 4 profiles: 0.4 s, for a 0.25 s target
-        return real_erase(profile_ids=profile_ids)
+        return real_erase(profile_ids=profile_ids, **kwargs)
 
     monkeypatch.setattr(deletion, "profiles_erase", slow_erase)
     job = start(population, alice)
@@ -419,6 +419,34 @@ def test_every_committed_batch_is_logged_with_its_duration(population, alice):
     assert [b.profiles for b in batches] == [5, 5, 2]
     assert job.batches == 3
     assert job.longest_batch_ms == max(b.duration_ms for b in batches)
+
+
+def test_a_batch_is_a_handful_of_statements_whatever_its_size(population, alice):
+    """Round trips are what a batch adds to the erasure (README, "Where a
+    batch goes"): the job's row, the lock, the receipt, the erasure as one
+    call and the job's update, whatever the batch holds."""
+    from django.test.utils import CaptureQueriesContext
+
+    job = start(population, alice)
+    first = sorted(population.doomed)[:8]
+    losing = set(
+        SegmentMembership.objects.filter(profile_id__in=first).values_list("segment_id", flat=True)
+    )
+    deletion.deletion_run_batch(job_id=job.pk, batch_size=2)  # creates the function
+    with CaptureQueriesContext(connection) as queries:
+        deletion.deletion_run_batch(job_id=job.pk, batch_size=6)
+    statements = [q["sql"] for q in queries.captured_queries]
+    # The function is created again in each batch here: a test's
+    # transaction never commits, so it is never known to exist.
+    ours = [
+        s for s in statements if not s.startswith(("CREATE OR REPLACE", "SAVEPOINT", "RELEASE"))
+    ]
+    assert len(ours) <= 5, ours
+    job.refresh_from_db()
+    assert (job.deleted, job.batches) == (8, 2)
+    # The segments that lost members, as the memberships' DELETE returned them.
+    assert set(job.touched_segment_ids) == losing
+    assert population.segment.pk in losing
 
 
 # --- the watchdog, slices and locks: races found in review --------------------

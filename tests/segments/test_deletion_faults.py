@@ -61,7 +61,10 @@ CLUSTER = {
     "slice_seconds": 1,
     "extra_env": {"DELETION_STALE_AFTER_SECONDS": str(STALE_AFTER)},
 }
-EVENT_DELETE = 'DELETE FROM "profiles_event"'
+# A batch erases in one call of the function generated from the erasure
+# plan (profiles.erasure.erasure_function_sql); a batch waiting on the held
+# event row is waiting in that call.
+EVENT_DELETE = "SELECT * FROM pg_temp.vero_erase_"
 
 
 @pytest.fixture(autouse=True)
