@@ -79,6 +79,15 @@ def _audience_context(request, campaign, *, error="", done="", form=None) -> dic
     }
 
 
+def _refused_if_sent(request, campaign) -> HttpResponse | None:
+    """A sent campaign keeps the audience it was sent to: 409, nothing changed."""
+    if campaign.audience_editable:
+        return None
+    return _audience_response(
+        request, campaign, status=409, error=str(services.CampaignSent(campaign))
+    )
+
+
 def _audience_response(request, campaign, *, status=200, error="", done="", form=None):
     """htmx: the audience section alone. Without JavaScript: the page
     again on an error, a redirect to it after a change."""
@@ -109,10 +118,8 @@ def _segment(form):
 def campaign_audience_add(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _get_campaign_for_user(request, pk, write=True)
     form = forms.AudienceAddForm(request.POST)
-    if not campaign.audience_editable:
-        return _audience_response(
-            request, campaign, status=409, error=str(services.CampaignSent(campaign))
-        )
+    if refused := _refused_if_sent(request, campaign):
+        return refused
     if not form.is_valid():
         error = _first_error(form)
         return _audience_response(request, campaign, status=400, error=error, form=form)
@@ -136,10 +143,8 @@ def campaign_audience_add(request: HttpRequest, pk: int) -> HttpResponse:
 def campaign_audience_remove(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _get_campaign_for_user(request, pk, write=True)
     form = forms.AudienceRemoveForm(request.POST)
-    if not campaign.audience_editable:
-        return _audience_response(
-            request, campaign, status=409, error=str(services.CampaignSent(campaign))
-        )
+    if refused := _refused_if_sent(request, campaign):
+        return refused
     segment = _segment(form) if form.is_valid() else None
     if segment is None:
         error = "That segment is not in this campaign's audience. Nothing was changed."
@@ -156,10 +161,8 @@ def campaign_audience_remove(request: HttpRequest, pk: int) -> HttpResponse:
 def campaign_audience_undo(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _get_campaign_for_user(request, pk, write=True)
     form = forms.AudienceUndoForm(request.POST)
-    if not campaign.audience_editable:
-        return _audience_response(
-            request, campaign, status=409, error=str(services.CampaignSent(campaign))
-        )
+    if refused := _refused_if_sent(request, campaign):
+        return refused
     if not form.is_valid():
         return _audience_response(request, campaign, status=400, error=_first_error(form))
     try:

@@ -74,8 +74,24 @@ class SegmentMembershipAdmin(admin.ModelAdmin):
         return False
 
 
+class RecordAdmin(admin.ModelAdmin):
+    """An audit record: shown, never added, changed or deleted in admin."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(DeletionJob)
-class DeletionJobAdmin(admin.ModelAdmin):
+class DeletionJobAdmin(RecordAdmin):
     """The audit record of deletions: read-only, whoever looks at it."""
 
     list_display = (
@@ -92,21 +108,9 @@ class DeletionJobAdmin(admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("segment_name", "created_by_username")
 
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(ProfileExport)
-class ProfileExportAdmin(admin.ModelAdmin):
+class ProfileExportAdmin(RecordAdmin):
     """Who downloaded a segment's members as a CSV: read-only, like the
     deletion audit. It names the marketer and the segment, never a member."""
 
@@ -121,15 +125,3 @@ class ProfileExportAdmin(admin.ModelAdmin):
     )
     list_filter = ("status",)
     search_fields = ("segment_name", "username")
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
