@@ -698,28 +698,34 @@ def _api_key():
     return out.getvalue().strip().splitlines()[-1].strip()
 
 
+def _confirm_bench_job(username: str):
+    """Confirm the benchmark segment's deletion as the UI does (no worker runs
+    yet, so the job waits), and take what the end state is checked against:
+    the job, its snapshot's ids as SQL, the survivors' checksums and the
+    campaigns' counts."""
+    from django.contrib.auth.models import Group, User
+
+    from segments.deletion.services import deletion_start
+    from segments.models import Segment
+
+    segment = Segment.objects.get(name=BENCH_SEGMENT)
+    user = User.objects.create_user(username)
+    user.groups.add(Group.objects.get(name="Editors"))
+    job = deletion_start(
+        segment=segment, user=user, typed_name=segment.name, expected_count=segment.member_count
+    ).job
+    doomed_sql, params = _snapshot_ids_of_job(job.pk)
+    return job, doomed_sql, params, survivor_checksums(doomed_sql, params), campaign_counts()
+
+
 def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool) -> dict:
     dbs.recreate(name, template=dbs.template)
     url = dbs.url(name)
     with dbs.use(name):
-        from django.contrib.auth.models import Group, User
+        from segments.models import DeletionBatch, DeletionJob
 
-        from segments.deletion.services import deletion_start
-        from segments.models import DeletionBatch, DeletionJob, Segment
-
-        segment = Segment.objects.get(name=BENCH_SEGMENT)
-        user = User.objects.create_user("bench-editor")
-        user.groups.add(Group.objects.get(name="Editors"))
-        # Confirmed as the UI does it; no worker runs yet, so the job waits.
-        job = deletion_start(
-            segment=segment,
-            user=user,
-            typed_name=segment.name,
-            expected_count=segment.member_count,
-        ).job
-        doomed_sql, params = _snapshot_ids_of_job(job.pk)
-        before = survivor_checksums(doomed_sql, params)
-        counts_before = campaign_counts()
+        job, doomed_sql, params, before, counts_before = _confirm_bench_job("bench-editor")
+        segment, user = job.segment, job.created_by
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT (SELECT user_id FROM profiles_profile WHERE id IN "
@@ -941,24 +947,10 @@ def run_phases(dbs: Databases, name: str, log) -> dict:
 
     dbs.recreate(name, template=dbs.template)
     with dbs.use(name):
-        from django.contrib.auth.models import Group, User
-
         from segments.deletion.benchmark_phases import profile_job, round_trip_ms
-        from segments.deletion.services import deletion_start
-        from segments.models import DeletionJob, Segment
+        from segments.models import DeletionJob
 
-        segment = Segment.objects.get(name=BENCH_SEGMENT)
-        user = User.objects.create_user("bench-phases")
-        user.groups.add(Group.objects.get(name="Editors"))
-        job = deletion_start(
-            segment=segment,
-            user=user,
-            typed_name=segment.name,
-            expected_count=segment.member_count,
-        ).job
-        doomed_sql, params = _snapshot_ids_of_job(job.pk)
-        before = survivor_checksums(doomed_sql, params)
-        counts_before = campaign_counts()
+        job, doomed_sql, params, before, counts_before = _confirm_bench_job("bench-phases")
         # As in production (DEBUG off): no query log kept by Django.
         with override_settings(DEBUG=False):
             trip = round_trip_ms()
