@@ -140,20 +140,29 @@ class SubscriptionPreferenceAdmin(LockedProfileMixin, admin.ModelAdmin):
 
 
 class ApiKeyCreateForm(forms.ModelForm):
+    # No choice made in advance: whoever creates a key says where it will live.
+    scope = forms.ChoiceField(
+        choices=ApiKey.Scope.choices,
+        widget=forms.RadioSelect,
+        help_text=ApiKey._meta.get_field("scope").help_text,
+    )
+
     class Meta:
         model = ApiKey
-        fields = ["name"]
+        fields = ["name", "scope"]
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are created here and shown once; afterwards only their prefix is known."""
 
-    list_display = ("name", "prefix", "created_at", "revoked_at", "is_active")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    list_display = ("name", "scope", "prefix", "created_at", "revoked_at", "is_active")
+    list_filter = ("scope", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "=prefix")
-    readonly_fields = ("prefix", "created_at", "revoked_at")
-    fields = ("name", "prefix", "created_at", "revoked_at")
+    # The scope is chosen once: a track key embedded in a page must never
+    # become full. Make a new key instead.
+    readonly_fields = ("scope", "prefix", "created_at", "revoked_at")
+    fields = ("name", "scope", "prefix", "created_at", "revoked_at")
     actions = ["revoke"]
 
     @admin.display(boolean=True, description="active")
@@ -163,11 +172,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = ApiKeyCreateForm
-            kwargs["fields"] = ["name"]
+            kwargs["fields"] = ["name", "scope"]
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_fields(self, request, obj=None):
-        return ["name"] if obj is None else super().get_fields(request, obj)
+        return ["name", "scope"] if obj is None else super().get_fields(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
         return () if obj is None else self.readonly_fields
@@ -175,7 +184,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        api_key, raw_key = api_key_create(name=form.cleaned_data["name"])
+        api_key, raw_key = api_key_create(
+            name=form.cleaned_data["name"], scope=form.cleaned_data["scope"]
+        )
         obj.pk = api_key.pk
         obj.__dict__.update(api_key.__dict__)
         request._api_key_text = raw_key  # shown once by response_add

@@ -1,13 +1,24 @@
 """The ingestion API: Vero's REST API v2 under /api/v2/, Segment's under /v1/.
 
 Views are thin: :func:`api_endpoint` reads and checks the request (method,
-size, JSON, API key) and turns refusals into JSON errors; each view parses
-its body with ``profiles.api_input`` and calls one service in
+size, JSON, API key and its scope) and turns refusals into JSON errors; each
+view parses its body with ``profiles.api_input`` and calls one service in
 ``profiles.ingestion``.
+
+Two kinds of call, two scopes of key (``ApiKey.Scope``). Identify and track
+only add data, and are what a website or app sends, with a key every visitor
+can read: a ``track`` key may make them. Everything else (edit, tags,
+reidentify, unsubscribe, resubscribe, delete) changes or removes what is
+there: it takes a ``full`` key, and is refused when a browser sends it (an
+``Origin`` header of another site). We send no CORS headers, so a page can
+reach the API only with a "simple" request (``text/plain`` POST), which is
+how analytics.js delivers tracking; the Origin check keeps those simple
+requests away from the calls that delete or edit.
 """
 
 import base64
 import binascii
+import logging
 import zlib
 from functools import wraps
 
@@ -19,6 +30,7 @@ from profiles.api_input import (
     KEY_FIELDS,
     SEGMENT_KEY_FIELD,
     InvalidInput,
+    check_storable,
     parse_delete,
     parse_edit,
     parse_event,
@@ -30,8 +42,12 @@ from profiles.api_input import (
     parse_segment_message,
     parse_tags,
 )
+from profiles.models import ApiKey
 from profiles.selectors import api_key_authenticate
 from profiles.suppression import Suppressed
+
+logger = logging.getLogger(__name__)
+TRACK, FULL = ApiKey.Scope.TRACK, ApiKey.Scope.FULL
 
 # Segment's own API takes batches up to 500 KB; a little headroom on top.
 MAX_BODY_BYTES = 512 * 1024
@@ -82,7 +98,9 @@ def _body(request: HttpRequest) -> dict:
     raw = _read_body(request)
     if request.method == "DELETE" and not raw.strip():
         # Many HTTP clients send no body with DELETE: take the query instead.
-        return {key: request.GET[key] for key in request.GET if key not in KEY_FIELDS}
+        query = {key: request.GET[key] for key in request.GET if key not in KEY_FIELDS}
+        check_storable(query, "query")
+        return query
     return parse_json_object(raw)
 
 
@@ -108,9 +126,34 @@ def _take_key(request: HttpRequest, body: dict) -> str:
     return ""
 
 
-def api_endpoint(*methods: str, authenticated: bool = True):
-    """Check method, size, JSON and key, call ``view(request, body, api_key)``,
-    and answer every refusal with a JSON error."""
+def _scope_refusal(request: HttpRequest, api_key: ApiKey) -> JsonResponse | None:
+    """403 for a call that needs a full key, made with a track key or from a
+    web page of another site; None when it may go on."""
+    if not api_key.is_full:
+        return error_response(
+            403,
+            "forbidden",
+            f"This API key is for tracking only (identify, track, batch); {request.path} "
+            "needs a key with full access, which belongs on a server, never in a web page.",
+        )
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.get_host()}":
+        return error_response(
+            403,
+            "forbidden",
+            f"{request.path} is not accepted from a web page (this request came from "
+            f"{origin}); call it from your server. Web pages may only identify and track, "
+            "with a track-only key.",
+        )
+    return None
+
+
+def api_endpoint(*methods: str, authenticated: bool = True, scope: str = FULL):
+    """Check method, size, JSON, key and scope, call ``view(request, body,
+    api_key)``, and answer every refusal, and any failure, with a JSON error.
+
+    ``scope`` is what the call needs: FULL unless it only adds data.
+    """
 
     def decorator(view):
         @csrf_exempt
@@ -139,6 +182,8 @@ def api_endpoint(*methods: str, authenticated: bool = True):
                     api_key = api_key_authenticate(raw_key=raw_key)
                     if api_key is None:
                         return error_response(401, "unauthorized", "Invalid or revoked API key.")
+                    if scope == FULL and (refusal := _scope_refusal(request, api_key)):
+                        return refusal
                 return view(request, body, api_key)
             except Suppressed:
                 # A suppressed person: accepted and discarded, as promised.
@@ -162,6 +207,13 @@ def api_endpoint(*methods: str, authenticated: bool = True):
                 )
                 response["Retry-After"] = "1"
                 return response
+            except Exception:
+                # Clients read JSON (Segment's retry the batch on any 5xx), and
+                # the log names the path only: the query may carry a key.
+                logger.exception("API error on %s %s", request.method, request.path)
+                return error_response(
+                    500, "server_error", "Something went wrong on our side; retry later."
+                )
 
         return wrapper
 
@@ -176,7 +228,7 @@ def heartbeat(request, body, api_key):
     return _success()
 
 
-@api_endpoint("POST")
+@api_endpoint("POST", scope=TRACK)
 def users_track(request, body, api_key):
     ingestion.profile_identify(call=parse_identify(body))
     return _success()
@@ -220,7 +272,7 @@ def users_delete(request, body, api_key):
     return _success()
 
 
-@api_endpoint("POST")
+@api_endpoint("POST", scope=TRACK)
 def events_track(request, body, api_key):
     ingestion.event_track(call=parse_event(body))
     return _success()
@@ -241,19 +293,19 @@ def _segment_response(result: ingestion.BatchResult) -> JsonResponse:
     )
 
 
-@api_endpoint("POST")
+@api_endpoint("POST", scope=TRACK)
 def segment_batch(request, body, api_key):
     calls = parse_segment_batch(body)
     return _segment_response(ingestion.segment_batch_apply(api_key=api_key, calls=calls))
 
 
-@api_endpoint("POST")
+@api_endpoint("POST", scope=TRACK)
 def segment_identify(request, body, api_key):
     call = parse_segment_message(body, call_type="identify")
     return _segment_response(ingestion.segment_batch_apply(api_key=api_key, calls=[call]))
 
 
-@api_endpoint("POST")
+@api_endpoint("POST", scope=TRACK)
 def segment_track(request, body, api_key):
     call = parse_segment_message(body, call_type="track")
     return _segment_response(ingestion.segment_batch_apply(api_key=api_key, calls=[call]))

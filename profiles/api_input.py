@@ -9,8 +9,9 @@ dropping the address.
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -23,6 +24,13 @@ MAX_EVENT_NAME_LENGTH = 255
 MAX_TAG_LENGTH = 100
 MAX_BATCH_ITEMS = 500
 MAX_DEPTH = 32
+# Times outside this window are refused: none is a real event, and a time past
+# Python's year 9999 (which PostgreSQL would store) could not be read back.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_TOLERANCE = timedelta(days=1)  # clients' clocks run fast, a little
+# Numbers beyond a double cannot be compared in a segment rule (PostgreSQL
+# casts to double precision), so they are refused like NaN and Infinity.
+FLOAT_MAX = sys.float_info.max
 
 # Where a client may put its API key, besides HTTP Basic auth.
 KEY_FIELDS = ("tracking_api_key", "auth_token")
@@ -76,8 +84,11 @@ def _refuse_constant(name):
 def parse_json_object(raw: bytes) -> dict:
     """The body as a JSON object, or InvalidInput.
 
-    PostgreSQL's jsonb cannot store NaN, Infinity or the NUL character, so
-    they are refused here with a clear message instead of failing at insert.
+    What PostgreSQL cannot store or compare is refused here, naming where it
+    is, instead of failing at insert or in a later segment refresh: NaN and
+    Infinity, numbers beyond the float range (``1e400``, ``10**400``), the
+    NUL character and lone UTF-16 surrogates (``"\\ud800"``), in values
+    and in keys.
     """
     if not raw.strip():
         raise InvalidInput("The request body is empty; send a JSON object.")
@@ -89,26 +100,44 @@ def parse_json_object(raw: bytes) -> dict:
         raise InvalidInput(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidInput(f"The request body must be a JSON object, not {_json_type(body)}.")
-    _check_storable(body, "body", 0)
+    check_storable(body, "body")
     return body
 
 
-def _check_storable(value, where: str, depth: int) -> None:
+def check_storable(value, where: str, depth: int = 0) -> None:
+    """InvalidInput if ``value`` holds anything PostgreSQL cannot store or compare."""
     if depth > MAX_DEPTH:
         raise InvalidInput(f"{where} is nested more than {MAX_DEPTH} levels deep.")
     if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidInput(f"{where} contains a NUL character (\\u0000).")
+        _check_text(value, where)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in key:
-                raise InvalidInput(f"A key in {where} contains a NUL character (\\u0000).")
-            _check_storable(item, f"{where}.{key}", depth + 1)
+            _check_text(key, f"a key in {where}")
+            check_storable(item, f"{where}.{key}", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check_storable(item, f"{where}[{index}]", depth + 1)
+            check_storable(item, f"{where}[{index}]", depth + 1)
     elif isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInput(f"{where} is not a finite number.")
+        raise InvalidInput(f"{where} is not a finite number (at most ±{FLOAT_MAX:.4g}).")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            raise InvalidInput(
+                f"{where} is a number beyond the range that can be stored (±{FLOAT_MAX:.4g})."
+            ) from None
+
+
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise InvalidInput(f"{where} contains a NUL character (\\u0000).")
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"Invalid text: lone surrogate at {where} "
+            f"(\\u{ord(text[exc.start]):04x} at character {exc.start})."
+        ) from None
 
 
 def _json_type(value) -> str:
@@ -187,14 +216,30 @@ def string_value(value, *, name: str, max_length: int) -> str:
 
 
 def timestamp_value(value, *, name: str) -> datetime:
-    """ISO 8601 (a naive time is UTC) or Unix seconds; now when absent."""
+    """ISO 8601 (a naive time is UTC) or Unix seconds; now when absent.
+
+    Refused outside 1970-01-01T00:00:00Z .. now + FUTURE_TOLERANCE.
+    """
     if value is None:
         return timezone.now()
+    moment = _parse_time(value, name=name)
+    latest = timezone.now() + FUTURE_TOLERANCE
+    if not EARLIEST_TIME <= moment <= latest:
+        raise InvalidInput(
+            f'"{name}" must be between 1970-01-01T00:00:00Z and one day from now '
+            f"({latest:%Y-%m-%dT%H:%M:%SZ}); got {value!r}."
+        )
+    return moment
+
+
+def _parse_time(value, *, name: str) -> datetime:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             return datetime.fromtimestamp(value, tz=UTC)
         except (OverflowError, OSError, ValueError):
-            raise InvalidInput(f'"{name}" is not a valid Unix timestamp.') from None
+            raise InvalidInput(
+                f'"{name}" is not a valid Unix timestamp (seconds since 1970); got {value!r}.'
+            ) from None
     if isinstance(value, str):
         try:
             parsed = parse_datetime(value.strip())
@@ -310,10 +355,14 @@ SEGMENT_BATCH_KEYS = {"batch", "context", "integrations", "sentAt", "_metadata",
 SEGMENT_APPLIED_TYPES = {"identify", "track"}
 # Accepted so that a client library's batch is not refused, but not stored.
 SEGMENT_IGNORED_TYPES = {"page", "screen", "group", "alias"}
+# Not stored, but checked like ``timestamp``: a client sending a time out of
+# range is broken, and is told so.
+SEGMENT_OTHER_TIMES = ("originalTimestamp", "sentAt", "receivedAt")
 
 
 def parse_segment_batch(body: dict) -> list[IdentifyCall | TrackCall | None]:
-    """The calls of a ``/v1/batch`` body, in order; None for an ignored type."""
+    """The calls of a ``/v1/batch`` body, in order; None for a message that is
+    valid but not stored (an ignored type, or an anonymous visitor's)."""
     check_keys(body, SEGMENT_BATCH_KEYS)
     items = body.get("batch")
     if not isinstance(items, list):
@@ -325,6 +374,8 @@ def parse_segment_batch(body: dict) -> list[IdentifyCall | TrackCall | None]:
             f'"batch" has {len(items)} messages; send at most {MAX_BATCH_ITEMS} per request.'
         )
     context = object_value(body.get("context"), name="context")
+    if body.get("sentAt") is not None:
+        timestamp_value(body["sentAt"], name="sentAt")
     return [
         parse_segment_message(item, where=f"batch[{index}]", index=index, batch_context=context)
         for index, item in enumerate(items)
@@ -365,28 +416,35 @@ def _segment_message(message, *, call_type, batch_context) -> IdentifyCall | Tra
     context = {**batch_context, **object_value(message.get("context"), name="context")}
     context_traits = object_value(context.get("traits"), name="context.traits")
     user_id = user_id_value(message.get("userId"), name="userId")
+    anonymous_id = user_id_value(message.get("anonymousId"), name="anonymousId")
     occurred_at = timestamp_value(message.get("timestamp"), name="timestamp")
+    for name in SEGMENT_OTHER_TIMES:
+        if message.get(name) is not None:
+            timestamp_value(message[name], name=name)
     if kind == "identify":
         traits = dict(object_value(message.get("traits"), name="traits"))
         email = email_value(
             traits.pop("email", None) or context_traits.get("email"), name="traits.email"
         )
-        identity = _segment_identity(user_id, email)
-        return IdentifyCall(identity=identity, data=traits, message_id=message_id)
-    email = email_value(context_traits.get("email"), name="context.traits.email")
-    return TrackCall(
-        identity=_segment_identity(user_id, email),
-        name=string_value(message.get("event"), name="event", max_length=MAX_EVENT_NAME_LENGTH),
-        data=object_value(message.get("properties"), name="properties"),
-        occurred_at=occurred_at,
-        message_id=message_id,
-    )
-
-
-def _segment_identity(user_id: str | None, email: str) -> Identity:
-    if user_id is None and not email:
-        raise InvalidInput(
-            'give "userId" (or an email in "traits.email" / "context.traits.email"); '
-            "anonymous messages cannot be stored."
+        call = IdentifyCall(
+            identity=Identity(user_id=user_id, email=email), data=traits, message_id=message_id
         )
-    return Identity(user_id=user_id, email=email)
+    else:
+        email = email_value(context_traits.get("email"), name="context.traits.email")
+        call = TrackCall(
+            identity=Identity(user_id=user_id, email=email),
+            name=string_value(message.get("event"), name="event", max_length=MAX_EVENT_NAME_LENGTH),
+            data=object_value(message.get("properties"), name="properties"),
+            occurred_at=occurred_at,
+            message_id=message_id,
+        )
+    if user_id is None and not email:
+        if anonymous_id is None:
+            raise InvalidInput(
+                'give "userId" (or an email in "traits.email" / "context.traits.email"), '
+                'or "anonymousId" for an anonymous visitor.'
+            )
+        # An anonymous visitor is not a profile: checked like the rest, then
+        # skipped, so the identified messages beside it are stored.
+        return None
+    return call

@@ -96,9 +96,30 @@ class ApiKey(models.Model):
     Keys are 32 random bytes, so a plain, fast hash is enough: there is no
     dictionary to attack, and lookups by hash stay a single indexed query on
     every request. The full key is shown once, when it is created.
+
+    Its scope says what it may do. A website's page hands its key to every
+    visitor, so a key for a browser must only add data (``track``); editing,
+    deleting, unsubscribing and re-identifying people takes a ``full`` key,
+    kept on a server. Keys made before scopes existed are ``full`` (migration
+    0007), so they keep working.
     """
 
+    class Scope(models.TextChoices):
+        TRACK = "track", "Track only"
+        FULL = "full", "Full access"
+
     name = models.CharField(max_length=100)
+    scope = models.CharField(
+        max_length=10,
+        choices=Scope.choices,
+        default=Scope.TRACK,
+        help_text=(
+            "Track only: identify, track and batch calls (Vero users/track and events/track, "
+            "Segment /v1/identify, /v1/track, /v1/batch). The one to embed in a website or app. "
+            "Full access: also edit, tags, reidentify, unsubscribe, resubscribe and delete; "
+            "keep it on a server, never in a browser."
+        ),
+    )
     prefix = models.CharField(
         max_length=12, editable=False, help_text="The key's first characters, to recognise it."
     )
@@ -116,6 +137,10 @@ class ApiKey(models.Model):
     @property
     def is_active(self):
         return self.revoked_at is None
+
+    @property
+    def is_full(self) -> bool:
+        return self.scope == self.Scope.FULL
 
     @staticmethod
     def hash(raw_key: str) -> str:

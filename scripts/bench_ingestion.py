@@ -4,7 +4,7 @@ Sends a bounded number of requests from a few threads over plain
 http.client, to 127.0.0.1 only, and prints requests/s, events/s and
 latency percentiles. Start the server first, for example:
 
-    .venv/bin/python manage.py create_api_key bench      # prints the key last
+    .venv/bin/python manage.py create_api_key bench --scope track  # prints the key last
     .venv/bin/gunicorn vero_admin.wsgi -w 4 -b 127.0.0.1:8000
     .venv/bin/python scripts/bench_ingestion.py --key KEY --requests 5000
 

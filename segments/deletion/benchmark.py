@@ -694,7 +694,7 @@ def _api_key():
     from django.core.management import call_command
 
     out = StringIO()
-    call_command("create_api_key", "benchmark", stdout=out)
+    call_command("create_api_key", "benchmark", "--scope", "track", stdout=out)
     return out.getvalue().strip().splitlines()[-1].strip()
 
 

@@ -21,12 +21,13 @@ pytestmark = pytest.mark.django_db
 
 def test_creating_a_key_in_admin_shows_it_once_and_stores_its_hash(client, admin_user):
     client.force_login(admin_user)
-    response = client.post("/admin/profiles/apikey/add/", {"name": "Website"})
+    response = client.post("/admin/profiles/apikey/add/", {"name": "Website", "scope": "track"})
     assert response.status_code == 200
     raw_key = response.context["raw_key"]
     assert raw_key.encode() in response.content
+    assert b"the key to embed in a website" in response.content
     api_key = ApiKey.objects.get()
-    assert api_key.name == "Website"
+    assert (api_key.name, api_key.scope) == ("Website", "track")
     assert api_key.prefix == raw_key[:8]
     assert api_key.hashed_key == ApiKey.hash(raw_key)
     assert raw_key not in api_key.hashed_key
@@ -37,9 +38,34 @@ def test_creating_a_key_in_admin_shows_it_once_and_stores_its_hash(client, admin
     assert raw_key.encode() not in page.content
 
 
+def test_the_key_admin_asks_for_the_scope_and_says_which_to_embed(client, admin_user):
+    client.force_login(admin_user)
+    form = client.get("/admin/profiles/apikey/add/")
+    assert form.status_code == 200
+    assert b'name="scope"' in form.content
+    assert b"checked" not in form.content  # no scope chosen in advance
+    assert b"The one to embed in a website or app" in form.content
+    assert b"never in a browser" in form.content
+
+    refused = client.post("/admin/profiles/apikey/add/", {"name": "Website"})
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors == {"scope": ["This field is required."]}
+    assert not ApiKey.objects.exists()
+
+    client.post("/admin/profiles/apikey/add/", {"name": "Server", "scope": "full"})
+    api_key = ApiKey.objects.get()
+    assert api_key.scope == "full"
+    change = client.post(
+        f"/admin/profiles/apikey/{api_key.pk}/change/", {"name": "Server", "scope": "track"}
+    )
+    assert change.status_code == 302
+    api_key.refresh_from_db()
+    assert api_key.scope == "full"  # chosen once, read-only afterwards
+
+
 def test_a_key_is_revoked_with_the_admin_action(client, admin_user):
     client.force_login(admin_user)
-    api_key, raw_key = api_key_create(name="Old")
+    api_key, raw_key = api_key_create(name="Old", scope="full")
     response = client.post(
         "/admin/profiles/apikey/",
         {"action": "revoke", "_selected_action": [api_key.pk]},

@@ -64,7 +64,7 @@ def test_a_refusal_leaves_the_callers_transaction_usable():
 
 @pytest.mark.django_db
 def test_a_segment_batch_creates_each_new_profile_once():
-    api_key, _ = api_key_create(name="k")
+    api_key, _ = api_key_create(name="k", scope="full")
     calls = [track("u1"), identify("u1", a=1), track("u1"), track(email="bea@example.com")]
     result = ingestion.segment_batch_apply(api_key=api_key, calls=[*calls, None])
     assert (result.applied, result.duplicates, result.ignored) == (4, 0, 1)
@@ -74,8 +74,8 @@ def test_a_segment_batch_creates_each_new_profile_once():
 
 @pytest.mark.django_db
 def test_message_ids_are_seen_per_api_key():
-    first, _ = api_key_create(name="one")
-    second, _ = api_key_create(name="two")
+    first, _ = api_key_create(name="one", scope="full")
+    second, _ = api_key_create(name="two", scope="full")
     ingestion.segment_batch_apply(api_key=first, calls=[track("u1", message_id="m")])
     result = ingestion.segment_batch_apply(api_key=second, calls=[track("u1", message_id="m")])
     assert result.applied == 1
@@ -84,7 +84,7 @@ def test_message_ids_are_seen_per_api_key():
 
 @pytest.mark.django_db
 def test_old_seen_message_ids_can_be_pruned():
-    api_key, _ = api_key_create(name="k")
+    api_key, _ = api_key_create(name="k", scope="full")
     ingestion.segment_batch_apply(api_key=api_key, calls=[track("u1", message_id="m")])
     assert ingestion.seen_messages_prune(before=timezone.now() - timezone.timedelta(days=1)) == 0
     assert ingestion.seen_messages_prune(before=timezone.now() + timezone.timedelta(days=1)) == 1
@@ -167,7 +167,7 @@ def _erase_while_holding_the_lock(profile_pk, locked: threading.Event, go: threa
 
 @pytest.mark.django_db(transaction=True)
 def test_an_event_for_a_profile_being_erased_lands_on_a_new_profile(client):
-    _, key = api_key_create(name="k")
+    _, key = api_key_create(name="k", scope="full")
     old = ProfileFactory(user_id="u1", properties={"plan": "pro"})
     EventFactory(profile=old, name="before")
     locked, go = threading.Event(), threading.Event()
@@ -237,7 +237,7 @@ def test_an_edit_for_a_profile_being_erased_finds_it_gone():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_segment_batch_for_profiles_being_erased_lands_on_new_profiles():
-    api_key, _ = api_key_create(name="k")
+    api_key, _ = api_key_create(name="k", scope="full")
     doomed = ProfileFactory(user_id="u1")
     kept = ProfileFactory(user_id="u2")
     locked, go = threading.Event(), threading.Event()
@@ -332,7 +332,7 @@ def test_concurrent_events_by_email_make_one_profile():
 @pytest.mark.django_db(transaction=True)
 def test_a_lock_held_too_long_gets_a_503_to_retry_and_writes_nothing(monkeypatch):
     monkeypatch.setattr(ingestion, "LOCK_TIMEOUT", "200ms")
-    _, key = api_key_create(name="k")
+    _, key = api_key_create(name="k", scope="full")
     profile = ProfileFactory(user_id="u1")
     locked, release = threading.Event(), threading.Event()
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def key():
-    return api_key_create(name="Website")[1]
+    return api_key_create(name="Website", scope="full")[1]
 
 
 def suppress(kind, value, job_id=7):
@@ -267,7 +267,7 @@ def test_a_write_waiting_for_a_profile_whose_erasure_suppresses_it_creates_nothi
     and waits for the profile's row; the erasure batch deletes the profile and
     suppresses the person in the same transaction; the write then finds the id
     free. It must neither create the profile nor answer anything but success."""
-    _, key = api_key_create(name="k")
+    _, key = api_key_create(name="k", scope="full")
     old = ProfileFactory(user_id="u1")
     EventFactory(profile=old)
     locked, go = threading.Event(), threading.Event()

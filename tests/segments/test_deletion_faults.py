@@ -376,7 +376,7 @@ def test_ingestion_during_the_job_never_fails_and_survivors_keep_their_events(
 ):
     from profiles.services import api_key_create
 
-    _, key = api_key_create(name="Fault suite")
+    _, key = api_key_create(name="Fault suite", scope="full")
     user_ids = dict(
         Profile.objects.filter(pk__in=population.doomed + population.survivors).values_list(
             "pk", "user_id"

@@ -230,7 +230,7 @@ def test_confirming_with_the_choice_suppresses_them_once_deleted(
     run_to_end(job)
     assert Suppression.objects.filter(job_id=job.pk).count() == 8
 
-    _, key = api_key_create(name="Website")
+    _, key = api_key_create(name="Website", scope="full")
     api = Client()
     user_id, email = doomed[0]
     api.post(

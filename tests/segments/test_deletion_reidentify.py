@@ -29,7 +29,7 @@ def deleted_person(alice):
 
 
 def post(client, path, body):
-    _, key = api_key_create(name="Website")
+    _, key = api_key_create(name="Website", scope="full")
     return client.post(
         path, json.dumps({"tracking_api_key": key, **body}), content_type="application/json"
     )
