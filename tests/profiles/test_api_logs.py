@@ -123,3 +123,25 @@ def test_a_key_in_the_query_string_is_not_in_the_access_log(server):
     assert Profile.objects.filter(user_id="logged-1").exists()
     assert f"/api/v2/users/track?tracking_api_key={REDACTED}" in log, log
     assert key not in log
+
+
+@pytest.mark.django_db
+def test_a_failure_on_our_side_is_a_json_500_logged_without_the_query(client, monkeypatch, caplog):
+    from profiles import ingestion
+
+    def explode(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ingestion, "profile_identify", explode)
+    _, key = api_key_create(name="Website", scope="track")
+    with caplog.at_level(logging.ERROR):
+        response = client.post(
+            f"/api/v2/users/track?tracking_api_key={key}",
+            '{"id": "u1"}',
+            content_type="application/json",
+        )
+    assert response.status_code == 500
+    assert response.json()["code"] == "server_error"
+    assert "API error on POST /api/v2/users/track" in caplog.text
+    assert "boom" in caplog.text
+    assert key not in caplog.text
