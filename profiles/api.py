@@ -299,16 +299,25 @@ def segment_batch(request, body, api_key):
     return _segment_response(ingestion.segment_batch_apply(api_key=api_key, calls=calls))
 
 
-@api_endpoint("POST", scope=TRACK)
-def segment_identify(request, body, api_key):
-    call = parse_segment_message(body, call_type="identify")
-    return _segment_response(ingestion.segment_batch_apply(api_key=api_key, calls=[call]))
+def _segment_single(call_type: str):
+    """The view of ``/v1/<call_type>``: one message of that type."""
+
+    @api_endpoint("POST", scope=TRACK)
+    def view(request, body, api_key):
+        call = parse_segment_message(body, call_type=call_type)
+        return _segment_response(ingestion.segment_batch_apply(api_key=api_key, calls=[call]))
+
+    view.__name__ = view.__qualname__ = f"segment_{call_type}"
+    return view
 
 
-@api_endpoint("POST", scope=TRACK)
-def segment_track(request, body, api_key):
-    call = parse_segment_message(body, call_type="track")
-    return _segment_response(ingestion.segment_batch_apply(api_key=api_key, calls=[call]))
+segment_identify = _segment_single("identify")
+segment_track = _segment_single("track")
+# Accepted and not stored, like these types in a batch.
+segment_page = _segment_single("page")
+segment_screen = _segment_single("screen")
+segment_group = _segment_single("group")
+segment_alias = _segment_single("alias")
 
 
 @csrf_exempt

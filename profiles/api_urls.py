@@ -18,9 +18,16 @@ vero = [
     re_path(r"^.*$", api.not_found),
 ]
 
+SEGMENT_CALLS = ("identify", "track", "page", "screen", "group", "alias")
+
 segment = [
     path("batch", api.segment_batch, name="segment_batch"),
-    path("identify", api.segment_identify, name="segment_identify"),
-    path("track", api.segment_track, name="segment_track"),
+    *(
+        path(call, getattr(api, f"segment_{call}"), name=f"segment_{call}")
+        for call in SEGMENT_CALLS
+    ),
+    # analytics.js in a browser posts each call to the first letter of its
+    # type (/v1/t, /v1/i, /v1/p...), as text/plain with the key in the body.
+    *(path(call[0], getattr(api, f"segment_{call}")) for call in SEGMENT_CALLS),
     re_path(r"^.*$", api.not_found),
 ]

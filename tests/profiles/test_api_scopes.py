@@ -146,3 +146,51 @@ def test_keys_made_before_scopes_existed_keep_full_access():
     executor.migrate(executor.loader.graph.leaf_nodes())
     assert ApiKey.objects.get(name="Old").scope == "full"
     assert ApiKey._meta.get_field("scope").default == "track"
+
+
+def _analytics_js(call_type: str, key: str, **fields) -> str:
+    """A message shaped as analytics.js (analytics-next 1.x, normalize.ts)
+    sends it from a page: the key in the body, the visitor's anonymousId."""
+    return json.dumps(
+        {
+            "type": call_type,
+            "anonymousId": "6f3c8d2e-5b1a-4c9e-9a0d-1e2f3a4b5c6d",
+            "context": {
+                "page": {"path": "/", "url": "https://shop.example/", "search": ""},
+                "userAgent": "Mozilla/5.0",
+                "locale": "en-GB",
+                "library": {"name": "analytics.js", "version": "next-1.84.3"},
+            },
+            "integrations": {},
+            "messageId": f"ajs-next-{call_type}-1",
+            "timestamp": "2026-01-02T03:04:05.678Z",
+            "sentAt": "2026-01-02T03:04:05.690Z",
+            "writeKey": key,
+            "_metadata": {"bundled": ["Segment.io"], "unbundled": [], "bundledIds": []},
+            **fields,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "call_type", "fields", "applied"),
+    [
+        ("/v1/p", "page", {"name": "Home", "properties": {"path": "/"}}, 0),
+        ("/v1/t", "track", {"event": "Viewed", "properties": {"sku": "T-1"}}, 0),
+        ("/v1/t", "track", {"event": "Viewed", "userId": "u1"}, 1),
+        ("/v1/i", "identify", {"userId": "u1", "traits": {"email": "ada@example.com"}}, 1),
+    ],
+)
+def test_analytics_js_on_a_website_tracks_with_a_track_key_on_its_short_paths(
+    client, track_key, path, call_type, fields, applied
+):
+    response = client.post(
+        path,
+        _analytics_js(call_type, track_key, **fields),
+        content_type="text/plain",
+        HTTP_ORIGIN="https://shop.example",
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["applied"] == applied
+    assert response.json()["ignored"] == 1 - applied
+    assert Profile.objects.filter(user_id="u1").exists() == bool(applied)
