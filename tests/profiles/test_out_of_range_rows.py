@@ -53,19 +53,30 @@ def test_a_time_out_of_pythons_range_is_read_as_the_nearest_time_it_can_hold(sto
         assert cursor.fetchone()[0] in (LATEST.replace(tzinfo=None), EARLIEST.replace(tzinfo=None))
 
 
-@pytest.mark.parametrize("url_name", ["profiles:detail", "profiles:events", "segments:detail"])
+@pytest.mark.parametrize(
+    "url_name",
+    [
+        "profiles:detail",
+        "profiles:events",
+        "segments:detail",
+        "segments:delete_profiles",
+        "segments:deletion_impact",
+    ],
+)
 @pytest.mark.parametrize("stored", STORED)
 def test_the_profile_and_segment_pages_answer_with_such_a_row(staff_client, stored, url_name):
     profile = ProfileFactory()
     _insert_event(profile, stored)
-    segment = SegmentFactory()
+    segment = SegmentFactory(member_count=1)
     SegmentMembershipFactory(segment=segment, profile=profile)
 
-    pk = segment.pk if url_name.startswith("segments") else profile.pk
-    response = staff_client.get(reverse(url_name, args=[pk]))
+    on_segment = url_name.startswith("segments")
+    response = staff_client.get(reverse(url_name, args=[segment.pk if on_segment else profile.pk]))
     assert response.status_code == 200
-    expected = profile.email if url_name.startswith("segments") else "Bad clock"
-    assert expected.encode() in response.content
+    if url_name == "segments:detail":
+        assert profile.email.encode() in response.content
+    elif not on_segment:
+        assert b"Bad clock" in response.content
 
 
 @pytest.mark.parametrize("stored", STORED)
