@@ -124,7 +124,7 @@ def check_storable(value, where: str, depth: int = 0) -> None:
             float(value)
         except OverflowError:
             raise InvalidInput(
-                f"{where} is a number beyond the range that can be stored (±{FLOAT_MAX:.4g})."
+                f"{where} is a number outside the accepted range (±{FLOAT_MAX:.4g})."
             ) from None
 
 

@@ -136,6 +136,11 @@ def test_a_number_beyond_the_float_range_is_refused_naming_the_field(
     assert_refused(response, field)
 
 
+def test_an_integer_with_thousands_of_digits_is_refused(client, key):
+    raw = '{"id": "u1", "data": {"score": 1%s}}' % ("0" * 5000)
+    assert_refused(post(client, "/api/v2/users/track", raw, key), "not valid JSON")
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_literals_are_refused(client, key, literal):
     raw = f'{{"id": "u1", "data": {{"score": {literal}}}}}'
