@@ -194,3 +194,28 @@ def test_analytics_js_on_a_website_tracks_with_a_track_key_on_its_short_paths(
     assert response.json()["applied"] == applied
     assert response.json()["ignored"] == 1 - applied
     assert Profile.objects.filter(user_id="u1").exists() == bool(applied)
+
+
+@pytest.mark.parametrize(
+    ("path", "call_type"),
+    [
+        ("/v1/page", "page"),
+        ("/v1/screen", "screen"),
+        ("/v1/group", "group"),
+        ("/v1/alias", "alias"),
+        ("/v1/s", "screen"),
+        ("/v1/g", "group"),
+        ("/v1/a", "alias"),
+    ],
+)
+def test_the_other_segment_calls_are_accepted_and_not_stored(client, track_key, path, call_type):
+    message = {"type": call_type, "userId": "u1", "messageId": "m-1"}
+    assert client.post(path, message, content_type="application/json").status_code == 401
+    assert client.get(path, **basic_auth(track_key)).status_code == 405
+    wrong = send(client, "post", path, {**message, "type": "track"}, track_key)
+    assert wrong.status_code == 400
+    assert f"this endpoint takes '{call_type}' messages" in wrong.json()["message"]
+    response = send(client, "post", path, message, track_key)
+    assert response.status_code == 200
+    assert (response.json()["applied"], response.json()["ignored"]) == (0, 1)
+    assert not Profile.objects.exists()
