@@ -27,23 +27,27 @@ preferences and events. User values only ever travel as query parameters.
 import datetime
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 from django.db.models import (
     Case,
     CharField,
+    DecimalField,
     Exists,
-    FloatField,
+    F,
     Func,
     JSONField,
     OuterRef,
     Q,
+    TextField,
     Value,
     When,
 )
-from django.db.models.fields.json import KeyTextTransform, KeyTransform
-from django.db.models.functions import Cast, Collate, Left
+from django.db.models.fields.json import HasKey
+from django.db.models.functions import Abs, Cast, Collate, Left
 from django.utils import timezone
 
 from profiles.models import Event, Profile, SubscriptionPreference
@@ -59,6 +63,10 @@ MAX_TEXT = 200
 MAX_VALUE = 1000
 MAX_DAYS = 36500
 MAX_COUNT = 1_000_000
+# Numbers in rules stay within what a double can hold, with a round limit.
+MAX_NUMBER = 1e308
+# A stored number larger than a double is skipped by gt/lt (see _compare).
+STORED_NUMBER_LIMIT = Decimal(repr(sys.float_info.max))
 
 _KEYS = {
     "group": {"match", "conditions"},
@@ -316,14 +324,38 @@ def _lookup(expression, name, value) -> Q:
     return Q(lookup_class(expression, value))
 
 
+class PropertyKey(Func):
+    """``properties -> 'name'`` (or ``->>`` for text), the name always a text
+    parameter.
+
+    Django's own ``KeyTransform`` reads a name that looks like a number
+    ("0", "-1", " 1 ", "2024") as an array index, so a rule on the attribute
+    "2024" would look at the wrong thing and "is not set" would match
+    everyone. Here a name is only ever an object key.
+    """
+
+    template = "(%(expressions)s)"
+
+    def __init__(self, name: str, *, as_text: bool = False):
+        super().__init__(
+            F("properties"),
+            Cast(Value(name), TextField()),
+            arg_joiner=" ->> " if as_text else " -> ",
+            output_field=TextField() if as_text else JSONField(),
+        )
+
+
 def _compile_property(condition) -> Q:
     name, operator, value = condition["field"], condition["operator"], condition.get("value")
     if name in BUILTIN_FIELDS:
         return _compile_builtin(name, operator, value)
 
-    as_json = KeyTransform(name, "properties")
-    as_text = KeyTextTransform(name, "properties")
-    is_set = _lookup(as_text, "isnull", False)
+    as_json = PropertyKey(name)
+    as_text = PropertyKey(name, as_text=True)
+    # "Set" means present and not JSON null. ``?`` (usable by a GIN index on
+    # properties) finds the key; ``->>`` leaves out nulls and, on a
+    # properties value that is not an object, anything ``?`` would also match.
+    is_set = Q(HasKey(F("properties"), name)) & _lookup(as_text, "isnull", False)
     if operator == "equals":
         return _json_equals(as_json, value)
     if operator == "not_equals":
@@ -340,7 +372,7 @@ def _compile_property(condition) -> Q:
 
 def _json_equals(as_json, value) -> Q:
     """Type-exact, as JSON: "30" does not equal 30, but 30 equals 30.0."""
-    lookup_class = as_json.get_lookup("exact")
+    lookup_class = as_json.output_field.get_lookup("exact")
     return Q(lookup_class(as_json, Value(value, output_field=JSONField())))
 
 
@@ -348,17 +380,24 @@ def _compare(as_json, as_text, operator, value) -> Q:
     """gt/lt on numbers stored as JSON numbers, or on dates stored as ISO text.
 
     Other values of the attribute never match: casting them would fail, and
-    JSON's own ordering would put every string below every number.
+    JSON's own ordering would put every string below every number. Numbers
+    compare as ``numeric``, the type jsonb stores them in; one beyond double
+    precision (1e400, stored before the API refused such numbers) is skipped
+    like a text value, where a cast to double precision would fail the whole
+    refresh.
     """
     lookup = "gt" if operator == "gt" else "lt"
     if _is_number(value):
         json_type = Func(as_json, function="jsonb_typeof", output_field=CharField())
+        stored = _numeric(as_json)
+        # One CASE, so the cast never runs on a value that is not a number.
         number = Case(
-            When(_lookup(json_type, "exact", "number"), then=Cast(as_text, FloatField())),
-            default=None,
-            output_field=FloatField(),
+            When(~_lookup(json_type, "exact", "number"), then=Value(None)),
+            When(_lookup(Abs(stored), "gt", STORED_NUMBER_LIMIT), then=Value(None)),
+            default=stored,
+            output_field=DecimalField(),
         )
-        return _lookup(number, lookup, float(value))
+        return _lookup(number, lookup, _numeric(Value(str(_decimal(value)))))
     # ISO dates sort as text; "C" collation makes that independent of the locale.
     day = Case(
         When(_lookup(as_text, "regex", _ISO_DATE_PREFIX), then=Collate(Left(as_text, 10), "C")),
@@ -366,6 +405,15 @@ def _compare(as_json, as_text, operator, value) -> Q:
         output_field=CharField(),
     )
     return _lookup(day, lookup, value)
+
+
+def _numeric(expression) -> Func:
+    return Func(expression, template="(%(expressions)s)::numeric", output_field=DecimalField())
+
+
+def _decimal(value) -> Decimal:
+    """The rule's number exactly as written: 0.1 stays 0.1, not its binary float."""
+    return Decimal(value) if isinstance(value, int) else Decimal(repr(value))
 
 
 def _compile_builtin(name, operator, value) -> Q:
