@@ -162,6 +162,8 @@ def _check_property(condition, where, errors):
             errors.append(f"{where}: “{operator}” takes no “value”.")
     elif not has_value:
         errors.append(f"{where}: “{operator}” needs a “value”.")
+    elif _number_problem(value):
+        errors.append(f"{where}: “value” {_number_problem(value)}")
     elif isinstance(value, str) and not (len(value) <= MAX_VALUE and _is_storable(value)):
         errors.append(
             f"{where}: “value” must be at most {MAX_VALUE} characters, "
@@ -249,10 +251,25 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    """A finite number: JSON has no NaN or Infinity, though Python's parser reads them."""
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    """A number a rule can use: finite (JSON has no NaN or Infinity, though
+    Python's parser reads them) and within MAX_NUMBER."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and not _number_problem(value)
+    )
+
+
+def _number_problem(value) -> str | None:
+    """What is wrong with a number too odd to compare (None if nothing, or
+    if ``value`` is not a number at all)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return "is not a number (NaN); use a number like 30 or 2.5."
+    if abs(value) > MAX_NUMBER:  # infinity too
+        return "is too large a number; use one between -1e308 and 1e308."
+    return None
 
 
 def _is_iso_date(value) -> bool:
@@ -272,6 +289,8 @@ def _show(value) -> str:
         return f"“{value[:MAX_TEXT]}”"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and abs(value) > MAX_NUMBER:
+        return "a number too large to show"  # str() refuses over 4300 digits
     if isinstance(value, dict | list):
         return "an object" if isinstance(value, dict) else "a list"
     return str(value)

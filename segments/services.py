@@ -132,9 +132,13 @@ def segment_refresh(*, segment: Segment, statement_timeout: float | None = None)
             _clear_request(segment.pk, seen)
     except (SegmentRefreshInProgress, Segment.DoesNotExist):
         raise
-    except (RulesError, DatabaseError) as error:
+    except Exception as error:
+        # Any failure is recorded, or the page would say "Refreshing…" forever.
         message = _failure_message(error, statement_timeout)
-        logger.warning("refresh of segment %s failed: %s", segment.pk, message)
+        if isinstance(error, RulesError | DatabaseError):
+            logger.warning("refresh of segment %s failed: %s", segment.pk, message)
+        else:
+            logger.exception("refresh of segment %s failed", segment.pk)
         Segment.objects.filter(pk=segment.pk).update(refresh_error=message)
         _clear_request(segment.pk, seen)
         segment.refresh_from_db(fields=["refresh_error", "refresh_requested_at"])
@@ -167,7 +171,7 @@ def segment_refresh_requested(*, segment_id: int, statement_timeout: float | Non
             segment_refresh(segment=segment, statement_timeout=statement_timeout)
         except (SegmentRefreshInProgress, Segment.DoesNotExist):
             return
-        except (RulesError, DatabaseError):
+        except Exception:
             return  # recorded on the segment for the page to show
 
 
@@ -300,6 +304,11 @@ def _clear_request(segment_id: int, seen) -> None:
 def _failure_message(error: Exception, statement_timeout) -> str:
     if isinstance(error, RulesError):
         return f"The rules are not valid: {error}"
+    if not isinstance(error, DatabaseError):
+        return (
+            "Something went wrong on our side (the details are in the server log). "
+            "The previous membership is unchanged; try again."
+        )
     if isinstance(error.__cause__, pg_errors.QueryCanceled) and statement_timeout:
         return (
             f"The refresh took longer than {statement_timeout:.0f} seconds and was stopped. "
