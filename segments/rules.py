@@ -164,7 +164,7 @@ def _check_property(condition, where, errors):
         errors.append(f"{where}: “{operator}” needs a “value”.")
     elif _number_problem(value):
         errors.append(f"{where}: “value” {_number_problem(value)}")
-    elif isinstance(value, str) and not (len(value) <= MAX_VALUE and _is_storable(value)):
+    elif isinstance(value, str) and not (len(value) <= MAX_VALUE and is_storable(value)):
         errors.append(
             f"{where}: “value” must be at most {MAX_VALUE} characters, "
             "without NUL or unpaired surrogate characters."
@@ -237,11 +237,11 @@ def _is_text(value) -> bool:
         isinstance(value, str)
         and len(value.strip()) > 0
         and len(value) <= MAX_TEXT
-        and _is_storable(value)
+        and is_storable(value)
     )
 
 
-def _is_storable(value: str) -> bool:
+def is_storable(value: str) -> bool:
     """PostgreSQL's jsonb holds neither NUL nor a lone surrogate."""
     return "\x00" not in value and not _SURROGATE.search(value)
 
