@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
+from segments.forms import segment_name_clean
 from segments.models import DeletionJob, ProfileExport, Segment, SegmentMembership
 from segments.rules import RulesError, rules_validate
 from segments.services import SegmentBusy, segment_delete, segment_request_refresh
@@ -10,6 +11,10 @@ class SegmentAdminForm(forms.ModelForm):
     class Meta:
         model = Segment
         fields = ("name", "description", "rules", "refresh_error", "created_by")
+
+    def clean_name(self):
+        segment = self.instance if self.instance.pk else None
+        return segment_name_clean(self.cleaned_data["name"], segment=segment)
 
     def clean_rules(self):
         rules = self.cleaned_data["rules"]

@@ -18,6 +18,7 @@ from django_q.tasks import async_task
 from psycopg import errors as pg_errors
 
 from segments.models import DeletionJob, Segment, SegmentMembership
+from segments.names import segment_name_normalize
 from segments.rules import RulesError, rules_matching_profiles
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class SegmentBusy(Exception):
 
 def segment_create(*, name: str, description: str, rules: dict, user) -> Segment:
     segment = Segment.objects.create(
-        name=name, description=description, rules=rules, created_by=user
+        name=segment_name_normalize(name), description=description, rules=rules, created_by=user
     )
     segment_request_refresh(segment=segment)
     return segment
@@ -49,6 +50,7 @@ def segment_update(*, segment: Segment, name: str, description: str, rules: dict
     """Save the definition; new rules make the membership out of date, so
     they also request a refresh."""
     saved_rules = Segment.objects.filter(pk=segment.pk).values_list("rules", flat=True).get()
+    name = segment_name_normalize(name)
     segment.name, segment.description, segment.rules = name, description, rules
     segment.save(update_fields=["name", "description", "rules", "updated_at"])
     if rules != saved_rules:
