@@ -316,4 +316,9 @@ def _failure_message(error: Exception, statement_timeout) -> str:
             f"The refresh took longer than {statement_timeout:.0f} seconds and was stopped. "
             "The previous membership is unchanged."
         )
-    return f"The refresh failed, and the previous membership is unchanged: {error}"
+    # The database's own words, first line only (later lines can quote SQL).
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else "no reason given"
+    return (
+        f"The database could not run it ({reason}). "
+        "The previous membership is unchanged; try again."
+    )

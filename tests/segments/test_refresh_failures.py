@@ -112,3 +112,25 @@ def test_a_real_worker_records_the_failure_of_a_refresh_it_cannot_run():
 
     assert not failed.is_refreshing
     assert "too large a number" in failed.refresh_error
+
+
+@pytest.mark.django_db
+def test_a_database_error_is_recorded_with_the_first_line_of_its_reason(monkeypatch):
+    segment = SegmentFactory(rules=TRIALS)
+    requested(segment, monkeypatch)
+
+    def failing_sql(*args):
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 / 0\nFROM profiles_profile")
+
+    monkeypatch.setattr(services, "_rewrite_membership", failing_sql)
+    tasks.refresh_segment(segment.pk)
+
+    segment.refresh_from_db()
+    assert not segment.is_refreshing
+    assert segment.refresh_error == (
+        "The database could not run it (division by zero). "
+        "The previous membership is unchanged; try again."
+    )
