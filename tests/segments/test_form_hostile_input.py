@@ -2,6 +2,8 @@
 with a 400 (or, while editing, the builder re-rendered) and a message that
 says what is wrong; nothing is written, nothing answers 500."""
 
+import json
+
 import pytest
 
 from segments import services
@@ -130,3 +132,18 @@ def test_hostile_values_in_the_builder_fields_are_refused_not_fatal(
     response = editor_client.post("/segments/new/", data)
     assert response.status_code == status
     assert Segment.objects.exists() == (status == 302)
+
+
+@pytest.mark.parametrize(("text", "message"), [case[1:] for case in HOSTILE], ids=IDS)
+def test_the_admin_refuses_hostile_rules_json_with_a_message(
+    client, admin_user, enqueued, text, message
+):
+    segment = SegmentFactory(name="Trials", rules=TRIALS)
+    client.force_login(admin_user)
+    rules = json.dumps(TRIALS)
+    data = {"name": "Trials", "description": "", "rules": text, "initial-rules": rules}
+    response = client.post(f"/admin/segments/segment/{segment.pk}/change/", data)
+    assert response.status_code == 200  # Django admin re-renders a refused change with 200
+    assert message in response.content.decode()
+    segment.refresh_from_db()
+    assert segment.rules == TRIALS and enqueued == []
