@@ -1,15 +1,45 @@
 from django import forms
 from django.contrib import admin, messages
+from django.forms.fields import InvalidJSONInput
 
+from segments.builder import JSONRefused, rules_from_json
+from segments.forms import segment_name_clean
 from segments.models import DeletionJob, ProfileExport, Segment, SegmentMembership
 from segments.rules import RulesError, rules_validate
 from segments.services import SegmentBusy, segment_delete, segment_request_refresh
+
+
+class RulesJSONField(forms.JSONField):
+    """Django's JSON field, reading as strictly as the segment form does
+    (``rules_from_json``): NaN, 1e400, a 5000-digit number or deep nesting
+    are refused with a message instead of failing the page."""
+
+    def to_python(self, value):
+        if isinstance(value, str) and value not in self.empty_values:
+            try:
+                return rules_from_json(value)
+            except JSONRefused as refused:
+                raise forms.ValidationError(str(refused)) from None
+        return super().to_python(value)
+
+    def bound_data(self, data, initial):
+        if self.disabled or data is None:
+            return super().bound_data(data, initial)
+        try:
+            return rules_from_json(data)
+        except JSONRefused:
+            return InvalidJSONInput(data)
 
 
 class SegmentAdminForm(forms.ModelForm):
     class Meta:
         model = Segment
         fields = ("name", "description", "rules", "refresh_error", "created_by")
+        field_classes = {"rules": RulesJSONField}
+
+    def clean_name(self):
+        segment = self.instance if self.instance.pk else None
+        return segment_name_clean(self.cleaned_data["name"], segment=segment)
 
     def clean_rules(self):
         rules = self.cleaned_data["rules"]

@@ -24,6 +24,7 @@ from segments.rules import (
     MAX_DAYS,
     MAX_TEXT,
     RulesError,
+    is_storable,
     rules_validate,
 )
 
@@ -385,27 +386,87 @@ def builder_from_post(data, *, catalogue=None) -> Builder:
 
 def _json_differs(text: str, shown: str) -> bool:
     try:
-        return json.loads(text) != json.loads(shown)
-    except (ValueError, RecursionError):
+        return rules_from_json(text) != rules_from_json(shown)
+    except ValueError:
         return text.replace("\r\n", "\n").strip() != shown.replace("\r\n", "\n").strip()
+
+
+class JSONRefused(ValueError):
+    """Rules JSON that cannot be read; the message says why, for the form."""
+
+
+# A number with more digits than this is beyond 1e308, the largest a rule takes.
+_MAX_DIGITS = 309
+
+
+def rules_from_json(text: str):
+    """The rules typed as JSON, or JSONRefused saying why not.
+
+    Stricter than ``json.loads``, which reads NaN and Infinity, turns 1e400
+    into infinity, raises a bare ValueError past 4,300 digits and
+    RecursionError on deep nesting; and refuses text PostgreSQL cannot
+    store (NUL, unpaired surrogates), which would otherwise reach the page
+    in an error message.
+    """
+
+    def constant(name):
+        raise JSONRefused(f"This JSON holds {name}, which is not a number: use a number like 30.")
+
+    def whole(digits):
+        if len(digits.lstrip("-")) > _MAX_DIGITS:
+            raise JSONRefused(_TOO_LARGE.format(f"{len(digits):,} digits"))
+        return int(digits)
+
+    def decimal(written):
+        number = float(written)
+        if not math.isfinite(number):
+            raise JSONRefused(_TOO_LARGE.format(written[:40]))
+        return number
+
+    try:
+        rules = json.loads(text, parse_constant=constant, parse_int=whole, parse_float=decimal)
+    except json.JSONDecodeError as error:
+        raise JSONRefused(
+            f"This is not valid JSON: line {error.lineno}, column {error.colno}: "
+            f"{error.msg[0].lower()}{error.msg[1:]}."
+        ) from None
+    except RecursionError:
+        raise JSONRefused("This is not valid JSON: nested too deeply.") from None
+    if not _storable_throughout(rules):
+        raise JSONRefused(
+            "This JSON contains a character that cannot be saved "
+            "(NUL, \\u0000, or an unpaired surrogate such as \\ud800)."
+        )
+    return rules
+
+
+_TOO_LARGE = "This JSON holds a number too large to use ({}); use one between -1e308 and 1e308."
+
+
+def _storable_throughout(value) -> bool:
+    """Every text in the JSON, keys included, is storable (no recursion:
+    the nesting can be as deep as the parser allowed)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not is_storable(item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
 
 
 def _builder_from_json(text: str, rows_builder: Builder, catalogue) -> Builder:
     if not text.strip():
         return _json_refused(text, rows_builder, ["This field is required."])
     try:
-        rules = json.loads(text)
-    except json.JSONDecodeError as error:
-        return _json_refused(
-            text,
-            rows_builder,
-            [
-                f"This is not valid JSON: line {error.lineno}, column {error.colno}: "
-                f"{error.msg[0].lower()}{error.msg[1:]}."
-            ],
-        )
-    except RecursionError:
-        return _json_refused(text, rows_builder, ["This is not valid JSON: nested too deeply."])
+        rules = rules_from_json(text)
+    except JSONRefused as refused:
+        return _json_refused(text, rows_builder, [str(refused)])
     builder = builder_from_rules(rules, catalogue=catalogue)
     if builder.json_errors:
         return _json_refused(text, rows_builder, builder.json_errors)

@@ -2,6 +2,26 @@ from django import forms
 
 from segments.builder import Builder
 from segments.models import Segment
+from segments.names import segment_name_normalize, segment_name_problem
+
+
+def segment_name_clean(name: str, *, segment: Segment | None) -> str:
+    """The name to save, or ValidationError: normalized, unique among the
+    other segments ignoring case, and (when new or changed) not mixing
+    look-alike alphabets within a word."""
+    name = segment_name_normalize(name)
+    if not name:
+        raise forms.ValidationError("Give the segment a name with visible letters.")
+    unchanged = segment is not None and segment_name_normalize(segment.name) == name
+    problem = None if unchanged else segment_name_problem(name)
+    if problem:
+        raise forms.ValidationError(problem)
+    others = Segment.objects.filter(name__iexact=name)
+    if segment is not None:
+        others = others.exclude(pk=segment.pk)
+    if others.exists():
+        raise forms.ValidationError("Another segment already has this name.")
+    return name
 
 
 class SegmentForm(forms.Form):
@@ -24,13 +44,8 @@ class SegmentForm(forms.Form):
         super().__init__(*args, **kwargs)
 
     def clean_name(self):
-        name = self.cleaned_data["name"].strip()
-        others = Segment.objects.filter(name__iexact=name)
-        if self.segment is not None:
-            others = others.exclude(pk=self.segment.pk)
-        if others.exists():
-            raise forms.ValidationError("Another segment already has this name.")
-        return name
+        """Normalized (see ``segments.names``), and unique ignoring case."""
+        return segment_name_clean(self.cleaned_data["name"], segment=self.segment)
 
     def clean_rules(self):
         if self.builder.json_errors:

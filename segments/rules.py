@@ -27,23 +27,27 @@ preferences and events. User values only ever travel as query parameters.
 import datetime
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 from django.db.models import (
     Case,
     CharField,
+    DecimalField,
     Exists,
-    FloatField,
+    F,
     Func,
     JSONField,
     OuterRef,
     Q,
+    TextField,
     Value,
     When,
 )
-from django.db.models.fields.json import KeyTextTransform, KeyTransform
-from django.db.models.functions import Cast, Collate, Left
+from django.db.models.fields.json import HasKey
+from django.db.models.functions import Abs, Cast, Collate, Left
 from django.utils import timezone
 
 from profiles.models import Event, Profile, SubscriptionPreference
@@ -59,6 +63,10 @@ MAX_TEXT = 200
 MAX_VALUE = 1000
 MAX_DAYS = 36500
 MAX_COUNT = 1_000_000
+# Numbers in rules stay within what a double can hold, with a round limit.
+MAX_NUMBER = 1e308
+# A stored number larger than a double is skipped by gt/lt (see _compare).
+STORED_NUMBER_LIMIT = Decimal(repr(sys.float_info.max))
 
 _KEYS = {
     "group": {"match", "conditions"},
@@ -154,7 +162,9 @@ def _check_property(condition, where, errors):
             errors.append(f"{where}: “{operator}” takes no “value”.")
     elif not has_value:
         errors.append(f"{where}: “{operator}” needs a “value”.")
-    elif isinstance(value, str) and not (len(value) <= MAX_VALUE and _is_storable(value)):
+    elif _number_problem(value):
+        errors.append(f"{where}: “value” {_number_problem(value)}")
+    elif isinstance(value, str) and not (len(value) <= MAX_VALUE and is_storable(value)):
         errors.append(
             f"{where}: “value” must be at most {MAX_VALUE} characters, "
             "without NUL or unpaired surrogate characters."
@@ -227,11 +237,11 @@ def _is_text(value) -> bool:
         isinstance(value, str)
         and len(value.strip()) > 0
         and len(value) <= MAX_TEXT
-        and _is_storable(value)
+        and is_storable(value)
     )
 
 
-def _is_storable(value: str) -> bool:
+def is_storable(value: str) -> bool:
     """PostgreSQL's jsonb holds neither NUL nor a lone surrogate."""
     return "\x00" not in value and not _SURROGATE.search(value)
 
@@ -241,10 +251,25 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    """A finite number: JSON has no NaN or Infinity, though Python's parser reads them."""
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    """A number a rule can use: finite (JSON has no NaN or Infinity, though
+    Python's parser reads them) and within MAX_NUMBER."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and not _number_problem(value)
+    )
+
+
+def _number_problem(value) -> str | None:
+    """What is wrong with a number too odd to compare (None if nothing, or
+    if ``value`` is not a number at all)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return "is not a number (NaN); use a number like 30 or 2.5."
+    if abs(value) > MAX_NUMBER:  # infinity too
+        return "is too large a number; use one between -1e308 and 1e308."
+    return None
 
 
 def _is_iso_date(value) -> bool:
@@ -264,6 +289,8 @@ def _show(value) -> str:
         return f"“{value[:MAX_TEXT]}”"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and abs(value) > MAX_NUMBER:
+        return "a number too large to show"  # str() refuses over 4300 digits
     if isinstance(value, dict | list):
         return "an object" if isinstance(value, dict) else "a list"
     return str(value)
@@ -316,14 +343,38 @@ def _lookup(expression, name, value) -> Q:
     return Q(lookup_class(expression, value))
 
 
+class PropertyKey(Func):
+    """``properties -> 'name'`` (or ``->>`` for text), the name always a text
+    parameter.
+
+    Django's own ``KeyTransform`` reads a name that looks like a number
+    ("0", "-1", " 1 ", "2024") as an array index, so a rule on the attribute
+    "2024" would look at the wrong thing and "is not set" would match
+    everyone. Here a name is only ever an object key.
+    """
+
+    template = "(%(expressions)s)"
+
+    def __init__(self, name: str, *, as_text: bool = False):
+        super().__init__(
+            F("properties"),
+            Cast(Value(name), TextField()),
+            arg_joiner=" ->> " if as_text else " -> ",
+            output_field=TextField() if as_text else JSONField(),
+        )
+
+
 def _compile_property(condition) -> Q:
     name, operator, value = condition["field"], condition["operator"], condition.get("value")
     if name in BUILTIN_FIELDS:
         return _compile_builtin(name, operator, value)
 
-    as_json = KeyTransform(name, "properties")
-    as_text = KeyTextTransform(name, "properties")
-    is_set = _lookup(as_text, "isnull", False)
+    as_json = PropertyKey(name)
+    as_text = PropertyKey(name, as_text=True)
+    # "Set" means present and not JSON null. ``?`` (usable by a GIN index on
+    # properties) finds the key; ``->>`` leaves out nulls and, on a
+    # properties value that is not an object, anything ``?`` would also match.
+    is_set = Q(HasKey(F("properties"), name)) & _lookup(as_text, "isnull", False)
     if operator == "equals":
         return _json_equals(as_json, value)
     if operator == "not_equals":
@@ -340,7 +391,7 @@ def _compile_property(condition) -> Q:
 
 def _json_equals(as_json, value) -> Q:
     """Type-exact, as JSON: "30" does not equal 30, but 30 equals 30.0."""
-    lookup_class = as_json.get_lookup("exact")
+    lookup_class = as_json.output_field.get_lookup("exact")
     return Q(lookup_class(as_json, Value(value, output_field=JSONField())))
 
 
@@ -348,17 +399,24 @@ def _compare(as_json, as_text, operator, value) -> Q:
     """gt/lt on numbers stored as JSON numbers, or on dates stored as ISO text.
 
     Other values of the attribute never match: casting them would fail, and
-    JSON's own ordering would put every string below every number.
+    JSON's own ordering would put every string below every number. Numbers
+    compare as ``numeric``, the type jsonb stores them in; one beyond double
+    precision (1e400, stored before the API refused such numbers) is skipped
+    like a text value, where a cast to double precision would fail the whole
+    refresh.
     """
     lookup = "gt" if operator == "gt" else "lt"
     if _is_number(value):
         json_type = Func(as_json, function="jsonb_typeof", output_field=CharField())
+        stored = _numeric(as_json)
+        # One CASE, so the cast never runs on a value that is not a number.
         number = Case(
-            When(_lookup(json_type, "exact", "number"), then=Cast(as_text, FloatField())),
-            default=None,
-            output_field=FloatField(),
+            When(~_lookup(json_type, "exact", "number"), then=Value(None)),
+            When(_lookup(Abs(stored), "gt", STORED_NUMBER_LIMIT), then=Value(None)),
+            default=stored,
+            output_field=DecimalField(),
         )
-        return _lookup(number, lookup, float(value))
+        return _lookup(number, lookup, _numeric(Value(str(_decimal(value)))))
     # ISO dates sort as text; "C" collation makes that independent of the locale.
     day = Case(
         When(_lookup(as_text, "regex", _ISO_DATE_PREFIX), then=Collate(Left(as_text, 10), "C")),
@@ -366,6 +424,15 @@ def _compare(as_json, as_text, operator, value) -> Q:
         output_field=CharField(),
     )
     return _lookup(day, lookup, value)
+
+
+def _numeric(expression) -> Func:
+    return Func(expression, template="(%(expressions)s)::numeric", output_field=DecimalField())
+
+
+def _decimal(value) -> Decimal:
+    """The rule's number exactly as written: 0.1 stays 0.1, not its binary float."""
+    return Decimal(value) if isinstance(value, int) else Decimal(repr(value))
 
 
 def _compile_builtin(name, operator, value) -> Q:

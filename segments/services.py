@@ -18,6 +18,7 @@ from django_q.tasks import async_task
 from psycopg import errors as pg_errors
 
 from segments.models import DeletionJob, Segment, SegmentMembership
+from segments.names import segment_name_normalize
 from segments.rules import RulesError, rules_matching_profiles
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class SegmentBusy(Exception):
 
 def segment_create(*, name: str, description: str, rules: dict, user) -> Segment:
     segment = Segment.objects.create(
-        name=name, description=description, rules=rules, created_by=user
+        name=segment_name_normalize(name), description=description, rules=rules, created_by=user
     )
     segment_request_refresh(segment=segment)
     return segment
@@ -49,6 +50,7 @@ def segment_update(*, segment: Segment, name: str, description: str, rules: dict
     """Save the definition; new rules make the membership out of date, so
     they also request a refresh."""
     saved_rules = Segment.objects.filter(pk=segment.pk).values_list("rules", flat=True).get()
+    name = segment_name_normalize(name)
     segment.name, segment.description, segment.rules = name, description, rules
     segment.save(update_fields=["name", "description", "rules", "updated_at"])
     if rules != saved_rules:
@@ -132,9 +134,13 @@ def segment_refresh(*, segment: Segment, statement_timeout: float | None = None)
             _clear_request(segment.pk, seen)
     except (SegmentRefreshInProgress, Segment.DoesNotExist):
         raise
-    except (RulesError, DatabaseError) as error:
+    except Exception as error:
+        # Any failure is recorded, or the page would say "Refreshing…" forever.
         message = _failure_message(error, statement_timeout)
-        logger.warning("refresh of segment %s failed: %s", segment.pk, message)
+        if isinstance(error, RulesError | DatabaseError):
+            logger.warning("refresh of segment %s failed: %s", segment.pk, message)
+        else:
+            logger.exception("refresh of segment %s failed", segment.pk)
         Segment.objects.filter(pk=segment.pk).update(refresh_error=message)
         _clear_request(segment.pk, seen)
         segment.refresh_from_db(fields=["refresh_error", "refresh_requested_at"])
@@ -167,7 +173,7 @@ def segment_refresh_requested(*, segment_id: int, statement_timeout: float | Non
             segment_refresh(segment=segment, statement_timeout=statement_timeout)
         except (SegmentRefreshInProgress, Segment.DoesNotExist):
             return
-        except (RulesError, DatabaseError):
+        except Exception:
             return  # recorded on the segment for the page to show
 
 
@@ -300,9 +306,19 @@ def _clear_request(segment_id: int, seen) -> None:
 def _failure_message(error: Exception, statement_timeout) -> str:
     if isinstance(error, RulesError):
         return f"The rules are not valid: {error}"
+    if not isinstance(error, DatabaseError):
+        return (
+            "Something went wrong on our side (the details are in the server log). "
+            "The previous membership is unchanged; try again."
+        )
     if isinstance(error.__cause__, pg_errors.QueryCanceled) and statement_timeout:
         return (
             f"The refresh took longer than {statement_timeout:.0f} seconds and was stopped. "
             "The previous membership is unchanged."
         )
-    return f"The refresh failed, and the previous membership is unchanged: {error}"
+    # The database's own words, first line only (later lines can quote SQL).
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else "no reason given"
+    return (
+        f"The database could not run it ({reason}). "
+        "The previous membership is unchanged; try again."
+    )

@@ -147,7 +147,8 @@ def _segment_form(request: HttpRequest, *, segment: Segment | None):
 
 def _render_form(request, form, preview, *, segment):
     context = {"form": form, "builder": form.builder, "preview": preview, "segment": segment}
-    return render(request, "segments/form.html", context)
+    status = 400 if form.is_bound and form.errors else 200  # a save refused: nothing written
+    return render(request, "segments/form.html", context, status=status)
 
 
 def _require_builder_access(user) -> None:

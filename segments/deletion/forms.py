@@ -1,9 +1,14 @@
 from django import forms
 
+from segments.names import segment_name_mismatch
+
 
 class DeleteProfilesForm(forms.Form):
-    """Type the segment's exact name to confirm. No stripping, no case folding:
-    "Trial users" is not "trial users" and not "Trial  users"."""
+    """Type the segment's exact name to confirm. No case folding: "Trial
+    users" is not "trial users". Both are compared normalized (see
+    ``segments.names``), so spaces at the ends or doubled, and invisible
+    characters, do not count; look-alike letters from another alphabet do,
+    and the message says which."""
 
     typed_name = forms.CharField(
         label="Type the segment's name to confirm",
@@ -48,9 +53,7 @@ class DeleteProfilesForm(forms.Form):
 
     def clean_typed_name(self):
         typed = self.cleaned_data["typed_name"]
-        if typed != self.segment.name:
-            raise forms.ValidationError(
-                "That is not the segment's name. Type it exactly as shown, with the same "
-                "capitals and spaces. Nothing was deleted."
-            )
+        mismatch = segment_name_mismatch(typed, self.segment.name)
+        if mismatch:
+            raise forms.ValidationError(mismatch)
         return typed

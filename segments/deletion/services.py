@@ -55,6 +55,7 @@ from segments.models import (
     Segment,
     SegmentMembership,
 )
+from segments.names import segment_name_mismatch
 from segments.services import segment_lock_for_confirmation, segment_recount
 
 logger = logging.getLogger(__name__)
@@ -126,8 +127,8 @@ def deletion_start(
 ) -> StartResult:
     """Start deleting the segment's profiles, as confirmed by ``user``.
 
-    ``typed_name`` must equal the segment's name exactly (case and inner
-    spaces included). ``expected_count`` and ``membership_token`` are what
+    ``typed_name`` must equal the segment's name exactly (case included,
+    both normalized: segments.names). ``expected_count`` and ``membership_token`` are what
     the confirmation dialog showed (see ``membership_token()``): the user
     confirmed *that* membership, so if a refresh has rewritten it since, or
     its size differs in any way, nothing starts and the user is asked to
@@ -138,10 +139,9 @@ def deletion_start(
     """
     if not user_can_delete_profiles(user):
         raise PermissionDenied
-    if typed_name != segment.name:
-        raise NameMismatch(
-            "The name you typed does not match the segment's name exactly. Nothing was deleted."
-        )
+    mismatch = segment_name_mismatch(typed_name, segment.name)
+    if mismatch:
+        raise NameMismatch(mismatch)
     active = deletion_active_job(segment=segment)
     if active:
         return StartResult(active, created=False)

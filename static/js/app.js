@@ -109,13 +109,29 @@
     true
   );
 
+  // Names compare as the server compares them (segments/names.py): NFC, no
+  // invisible characters, spaces trimmed and collapsed; capitals count.
+  function normalName(text) {
+    return (text || "")
+      .normalize("NFC")
+      .replace(/[\p{Cf}\p{Cc}\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0]/gu, (ch) =>
+        /[\t\n\v\f\r\x1c-\x1f\x85]/.test(ch) ? " " : ""
+      )
+      .normalize("NFC")
+      .replace(/\s+/g, " ")
+      .trim();
+  }
+  function sameName(typed, name) {
+    return normalName(typed) === normalName(name);
+  }
+
   // Type-to-confirm: the submit button stays disabled until the typed text is
   // exactly the expected value, and its hint (aria-describedby) says why.
   // The server checks again; this only helps.
   function syncConfirm(input) {
     const form = input.form;
     if (!form) return;
-    const matches = input.value === input.dataset.confirmMatch;
+    const matches = sameName(input.value, input.dataset.confirmMatch);
     const submit = form.querySelector("[data-confirm-submit]");
     if (submit) submit.disabled = !matches;
     const hint = form.querySelector("[data-confirm-hint]");

@@ -255,7 +255,7 @@ def test_json_with_not_a_number_is_refused():
         '{"match": "all", "conditions": '
         '[{"type": "property", "field": "a", "operator": "gt", "value": NaN}]}'
     )
-    assert "needs a number or a date" in builder_from_post(data).json_errors[0]
+    assert "NaN, which is not a number" in builder_from_post(data).json_errors[0]
 
 
 def test_adding_rows_and_conditions_to_a_group():

@@ -107,7 +107,8 @@ def test_a_profile_deleted_meanwhile_is_counted_as_skipped(population, alice):
 
 
 def test_a_wrong_name_deletes_nothing(population, alice):
-    for typed in ("trial users", "Trial  users", "Trial users ", " Trial users", ""):
+    # (Doubled or outer spaces do not count: see test_names.py.)
+    for typed in ("trial users", "Trial user", "Trial users!", "Tria1 users", ""):
         with pytest.raises(deletion.NameMismatch):
             start(population, alice, typed_name=typed)
     assert not DeletionJob.objects.exists()

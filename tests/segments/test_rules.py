@@ -486,7 +486,21 @@ INVALID = [
         "“within_days” must be a whole number",
     ),
     ("blank event name", one({"type": "event", "event": " ", "operator": "not_done"}), "“event”"),
+    ("a 400-digit number", prop("score", "gt", 10**400), "too large a number"),
+    ("a 400-digit number to equal", prop("score", "equals", -(10**400)), "too large a number"),
+    ("1e400, read as infinity", prop("score", "lt", float("inf")), "too large a number"),
+    ("NaN", prop("score", "gt", float("nan")), "is not a number (NaN)"),
+    ("NaN to equal", prop("score", "not_equals", float("nan")), "is not a number (NaN)"),
+    ("just over 1e308", prop("score", "gt", 1.5e308), "between -1e308 and 1e308"),
+    ("a count of 400 digits", event("at_least", "purchase", 10**400), "not a number too large"),
 ]
+
+
+def test_numbers_up_to_1e308_are_taken_and_compared(population):
+    with_a_number = expected(population, lambda p: is_number(p.props.get("age")))
+    assert selected(prop("age", "lt", 1e308)) == with_a_number
+    assert selected(prop("age", "gt", -(10**308))) == with_a_number
+    assert selected(prop("age", "gt", 10**308)) == set()
 
 
 @pytest.mark.parametrize(

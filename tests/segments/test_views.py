@@ -425,7 +425,7 @@ def test_invalid_rules_are_refused_next_to_the_field_and_nothing_is_saved(
     editor_client, enqueued, rules, message
 ):
     response = editor_client.post("/segments/new/", form_data(rules=rules))
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert message in " ".join(response.context["form"].errors["rules"])
     html = response.content.decode()
     errors = html[html.index('data-testid="rules-errors"') :]
@@ -481,7 +481,7 @@ def test_editing_with_invalid_rules_saves_nothing(editor_client, enqueued):
         f"/segments/{segment.pk}/edit/",
         form_data(name="Renamed", rules={"match": "all", "conditions": [{"type": "x"}]}),
     )
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert "unknown condition type" in " ".join(response.context["form"].errors["rules"])
     segment.refresh_from_db()
     assert segment.name == "Trials" and segment.rules == TRIALS and enqueued == []
@@ -813,7 +813,7 @@ def test_a_bad_row_is_marked_and_nothing_is_saved(editor_client, enqueued, catal
     bad = {**PLAN_TRIAL, "value_type": "number", "operator": "gt", "value": "lots"}
     response = editor_client.post("/segments/new/", {"name": "X", **rows(bad), "action": "save"})
     html = response.content.decode()
-    assert response.status_code == 200 and not Segment.objects.exists()
+    assert response.status_code == 400 and not Segment.objects.exists()
     assert "Nothing was saved" in html and "Some conditions need fixing" in html
     assert re.search(r'id="row-c0"[^>]*class|class="row invalid"', html)
     assert "Enter a number, like 30 or 2.5." in html
