@@ -1,7 +1,13 @@
 from django import forms
 from django.contrib import admin, messages
 
-from segments.models import DeletionJob, ProfileExport, Segment, SegmentMembership
+from segments.models import (
+    DeletionJob,
+    ProfileExport,
+    RetentionSchedule,
+    Segment,
+    SegmentMembership,
+)
 from segments.rules import RulesError, rules_validate
 from segments.services import SegmentBusy, segment_delete, segment_request_refresh
 
@@ -34,6 +40,10 @@ class SegmentAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if "rules" in form.changed_data or not change:
             segment_request_refresh(segment=obj)
+        if "rules" in form.changed_data and change:
+            RetentionSchedule.pause_for_rule_edit(
+                segment_id=obj.pk, username=request.user.get_username()
+            )
 
     # Deleting a definition goes through the same service as the dashboard,
     # which refuses while a refresh or a deletion of its profiles runs.
