@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django_q.models import OrmQ
 
+from profiles.models import Profile
 from segments import services as segment_services
 from segments.deletion import services as deletion
 from segments.models import DeletionJob, RetentionSchedule
@@ -269,10 +270,15 @@ def test_a_second_delivery_of_one_slot_does_nothing(trials, alice):
     schedule = make_schedule(trials, alice)
     assert retention.retention_run(schedule_id=schedule.pk, slot=at(30, 3)) == "started"
     job = DeletionJob.objects.get()
-    deletion.deletion_cancel(job=job, user=alice)
-    deletion.deletion_run(job_id=job.pk)
+    while deletion.deletion_run(job_id=job.pk, slice_seconds=60) != "completed":
+        pass
+    latecomer = ProfileFactory(properties={"plan": "trial"})
     assert retention.retention_run(schedule_id=schedule.pk, slot=at(30, 3)) == "duplicate"
     assert DeletionJob.objects.count() == 1
+    assert Profile.objects.filter(pk=latecomer.pk).exists()
+    # The next slot is a run of its own.
+    later = datetime.datetime(2026, 12, 1, 3, tzinfo=UTC)
+    assert retention.retention_run(schedule_id=schedule.pk, slot=later) == "started"
 
 
 def test_the_brake_pauses_without_deleting_and_emails_the_owner(
@@ -300,11 +306,14 @@ def test_a_run_waits_while_a_deletion_of_the_segment_is_active(trials, alice):
     job = deletion.deletion_start(
         segment=trials, user=alice, typed_name=trials.name, expected_count=3
     ).job
+    refreshed = type(trials).objects.get(pk=trials.pk).last_refreshed_at
     assert retention.retention_run(schedule_id=schedule.pk, slot=at(30, 3)) == "busy"
     schedule.refresh_from_db()
     assert f"skipped: deletion #{job.pk} of this segment was still running" in (
         schedule.last_run_note
     )
+    # Not even refreshed: the membership is left as the running deletion found it.
+    assert type(trials).objects.get(pk=trials.pk).last_refreshed_at == refreshed
     assert schedule.status == "active"
     assert DeletionJob.objects.count() == 1
 
