@@ -110,12 +110,13 @@ class DeletionJobAdmin(RecordAdmin):
         "status",
         "created_by_username",
         "created_at",
+        "started_by_schedule",
         "total",
         "deleted",
         "skipped",
         "finished_at",
     )
-    list_filter = ("status",)
+    list_filter = ("status", "started_by_schedule")
     search_fields = ("segment_name", "created_by_username")
 
 
@@ -135,3 +136,24 @@ class ProfileExportAdmin(RecordAdmin):
     )
     list_filter = ("status",)
     search_fields = ("segment_name", "username")
+
+
+@admin.register(RetentionSchedule)
+class RetentionScheduleAdmin(RecordAdmin):
+    """Retention schedules, read-only: they are created, paused, resumed and
+    deleted on the segment's pages, which check the name typed and the access."""
+
+    list_display = (
+        "segment",
+        "status",
+        "frequency",
+        "weekday",
+        "time_of_day",
+        "max_profiles",
+        "owner_username",
+        "next_run_at",
+        "last_run_at",
+    )
+    list_select_related = ("segment",)
+    list_filter = ("status", "frequency")
+    search_fields = ("segment__name", "owner_username")

@@ -1,3 +1,5 @@
+import hashlib
+import json
 from datetime import timedelta
 
 from django.conf import settings
@@ -453,6 +455,17 @@ class RetentionSchedule(models.Model):
     @property
     def is_paused(self):
         return self.status == self.Status.PAUSED
+
+    @staticmethod
+    def digest(rules) -> str:
+        """Names a set of rules without copying them (a rule may quote an address)."""
+        canonical = json.dumps(rules, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def rules_changed(self) -> bool:
+        """The segment's rules are not the ones this schedule was confirmed for."""
+        return self.rules_digest != self.digest(self.segment.rules)
 
     @classmethod
     def pause_for_rule_edit(cls, *, segment_id: int, username: str, now=None) -> bool:

@@ -25,6 +25,7 @@ class DryRun:
     sample: list = field(default_factory=list)  # a few profiles, by id
     problem: str = ""  # why there is no count, in words
     over_brake: bool = False
+    rules_changed: bool = False  # the run would pause instead: rules not as confirmed
     active_job: DeletionJob | None = None  # the run would be skipped while it runs
 
 
@@ -35,9 +36,10 @@ def retention_dry_run(
     transaction bounded by ``timeout_ms`` (None: no bound). Reads only."""
     segment = schedule.segment
     result = DryRun(
+        rules_changed=schedule.rules_changed and not schedule.is_paused,
         active_job=DeletionJob.objects.filter(
             segment=segment, status__in=DeletionJob.ACTIVE_STATUSES
-        ).first()
+        ).first(),
     )
     now = now or timezone.now()
     try:

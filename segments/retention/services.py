@@ -21,8 +21,6 @@ Who runs what, and why it cannot run twice:
 """
 
 import datetime
-import hashlib
-import json
 import logging
 
 from django.conf import settings
@@ -47,10 +45,7 @@ class RetentionRefused(Exception):
     """A request about a schedule that must not be done; the message is for the user."""
 
 
-def rules_digest(rules) -> str:
-    """Names a set of rules without copying them (a rule may quote an address)."""
-    canonical = json.dumps(rules, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+rules_digest = RetentionSchedule.digest
 
 
 def _when(moment) -> str:

@@ -299,3 +299,33 @@ def test_a_rule_edit_through_the_page_pauses_the_schedule(editor_client, schedul
     assert response.status_code == 302, response.content.decode()[:2000]
     schedule.refresh_from_db()
     assert schedule.is_paused and "by alice" in schedule.pause_reason
+
+
+# --- The audit and Django admin ------------------------------------------------------
+
+
+def test_a_deletion_the_schedule_started_says_so_where_deletions_are_listed(
+    editor_client, schedule, segment
+):
+    now = datetime.datetime(2026, 11, 30, 3, tzinfo=datetime.UTC)
+    assert retention.retention_run(schedule_id=schedule.pk, slot=now) == "started"
+    job = DeletionJob.objects.get()
+    page = editor_client.get(segment.get_absolute_url()).content.decode()
+    assert "Confirmed by alice\u2019s retention schedule" in page
+    history = editor_client.get(reverse("segments:deletion_history")).content.decode()
+    assert "by alice\u2019s retention schedule" in history
+    html = editor_client.get(url("retention", segment)).content.decode()
+    assert f"See deletion #{job.pk}</a>" in html
+
+
+def test_admin_shows_schedules_read_only(client, admin_user, schedule):
+    client.force_login(admin_user)
+    changelist = client.get("/admin/segments/retentionschedule/")
+    assert changelist.status_code == 200 and "Old  Trials" in changelist.content.decode()
+    assert client.get("/admin/segments/retentionschedule/add/").status_code == 403
+    change = client.post(
+        f"/admin/segments/retentionschedule/{schedule.pk}/change/", {"max_profiles": "1"}
+    )
+    assert change.status_code == 403
+    schedule.refresh_from_db()
+    assert schedule.max_profiles == 100

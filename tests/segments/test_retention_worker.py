@@ -122,6 +122,7 @@ def test_a_schedule_runs_on_time_and_deletes_exactly_the_refreshed_members(tmp_p
     (ending,) = read_emails(tmp_path)
     assert ending["To"] == "alice@example.com"
     assert subject(ending) == "4 profiles deleted from “Old trials”"
+    assert "by your retention schedule of this segment" in " ".join(ending.get_content().split())
     assert_names_nobody(ending, log, identifiers)
 
 
