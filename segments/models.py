@@ -493,3 +493,8 @@ class RetentionSchedule(models.Model):
         if self.frequency == self.Frequency.WEEKLY:
             return f"Every {self.get_weekday_display()} at {at}"
         return f"Every day at {at}"
+
+    @property
+    def when_phrase(self):
+        """The same inside a sentence: "every Monday at 03:00"."""
+        return "e" + self.describe_when[1:]

@@ -62,7 +62,7 @@ def retention_create(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(
                 request,
-                f"Scheduled: {schedule.describe_when.lower()}, the members of {segment.name} "
+                f"Scheduled: {schedule.when_phrase}, the members of {segment.name} "
                 "are deleted automatically. The first run is shown below.",
             )
             return redirect("segments:retention", pk=segment.pk)

@@ -64,7 +64,7 @@ def test_it_prints_every_schedule_and_what_its_run_would_do_now(alice):
         "1 profile match now; the run would delete it once resumed.",
         "Paid (every day at 03:00, next run 2026-11-30 03:00 UTC, at most 1 per run): "
         "2 profiles match now; more than the limit: the run would delete nobody and pause.",
-        "Trials (every monday at 03:00, next run 2026-11-30 03:00 UTC, at most 10 per run): "
+        "Trials (every Monday at 03:00, next run 2026-11-30 03:00 UTC, at most 10 per run): "
         "3 profiles match now; the run would delete them.",
     ]
     # Nothing written, nobody named.

@@ -179,7 +179,7 @@ def test_the_page_shows_the_schedule_and_the_dry_run(viewer_client, schedule, se
     response = viewer_client.get(url("retention", segment))
     assert response.status_code == 200
     html = response.content.decode()
-    assert "Active: Every monday at 03:00" in html
+    assert "Active: Every Monday at 03:00" in html
     # Who matches now, including someone the last refresh has not seen.
     assert '<strong data-testid="dry-run-count">4 profiles</strong>' in html
     assert newcomer.email in html and "member0@example.com" in html

@@ -30,7 +30,7 @@ class Command(BaseCommand):
 
     def _line(self, schedule: RetentionSchedule, sample: int) -> str:
         result = retention_dry_run(schedule=schedule, timeout_ms=None)
-        head = f"{schedule.segment.name} ({schedule.describe_when.lower()}, "
+        head = f"{schedule.segment.name} ({schedule.when_phrase}, "
         if schedule.is_paused:
             head += "paused"
         else:
