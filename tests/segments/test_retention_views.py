@@ -329,3 +329,20 @@ def test_admin_shows_schedules_read_only(client, admin_user, schedule):
     assert change.status_code == 403
     schedule.refresh_from_db()
     assert schedule.max_profiles == 100
+
+
+def test_a_rule_edit_in_django_admin_pauses_the_schedule(client, admin_user, schedule, segment):
+    client.force_login(admin_user)
+    rules = json.dumps({**TRIALS, "match": "any"})
+    response = client.post(
+        f"/admin/segments/segment/{segment.pk}/change/",
+        {
+            "name": segment.name,
+            "description": "",
+            "rules": rules,
+            "initial-rules": json.dumps(segment.rules),
+        },
+    )
+    assert response.status_code == 302
+    schedule.refresh_from_db()
+    assert schedule.is_paused and "by root; review who is in the segment" in schedule.pause_reason
