@@ -375,8 +375,9 @@ class RetentionSchedule(models.Model):
 
     ``next_run_at`` is the next slot; the dispatcher claims a slot by moving
     it forward in the transaction that finds it due, so two dispatchers never
-    start two runs for one slot. ``last_slot`` is the slot the last run task
-    took: a task delivered twice finds it taken and does nothing.
+    start two runs for one slot. ``last_slot`` is the last slot a run
+    finished (recorded with its outcome): a task delivered again finds it
+    taken and does nothing.
     """
 
     class Frequency(models.TextChoices):

@@ -14,8 +14,9 @@ Who runs what, and why it cannot run twice:
   run (the ORM broker's queue is a table in the same database), so two
   dispatchers (two clusters) never claim one slot, and a claimed slot always
   has its task.
-- The broker delivers at least once. The run task takes its slot by moving
-  ``last_slot`` forward under the row lock; a second delivery finds it taken.
+- The broker delivers at least once. A run holds the schedule's advisory
+  lock, and records its slot as done (``last_slot``) in the transaction of
+  its outcome, the deletion job included (see ``retention_run``).
 - The next slot is computed from *now*: a window missed while the workers
   were down runs once, not once per missed slot.
 """
@@ -25,7 +26,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from segments.deletion import services as deletion
@@ -240,62 +241,98 @@ def retention_dispatch(*, now=None) -> list[tuple[int, object]]:
 
 # --- A run -----------------------------------------------------------------------------
 
+# pg_try_advisory_lock(key1, key2): our namespace, then the schedule id.
+# (Deletion jobs use 0x5E6D, refreshes 0x5E6E.)
+RUN_LOCK_NAMESPACE = 0x5E6F
+
+
+class _RunLock:
+    """Session-level advisory lock on the schedule: one delivery of a run at
+    a time. It dies with its connection, so a worker killed mid-run frees
+    the schedule for the broker's redelivery."""
+
+    def __init__(self, schedule_id: int):
+        self.key = [RUN_LOCK_NAMESPACE, schedule_id % 2**31]
+        self.acquired = False
+
+    def __enter__(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", self.key)
+            self.acquired = cursor.fetchone()[0]
+        return self
+
+    def __exit__(self, *exc):
+        if not self.acquired:
+            return
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", self.key)
+        except DatabaseError:
+            connection.close()  # the connection is gone, and the lock with it
+
 
 def retention_run(*, schedule_id: int, slot, now=None) -> str:
     """Run one claimed slot: refresh, brake, start the deletion.
 
-    Returns what happened, for logs and tests: "gone", "duplicate",
-    "paused", "busy" (a deletion of the segment was active, or a refresh
-    was), "braked", "empty", "failed" (the refresh or the start failed; the
-    note says why) or "started".
+    Exactly once per slot: a run holds the schedule's advisory lock (a
+    second delivery meanwhile exits: "running"), and records the slot as
+    done (``last_slot``) in the same transaction as its outcome, the
+    deletion job included. A run killed before that leaves the slot open,
+    and the broker's redelivery runs it; one that got that far is not run
+    again ("duplicate").
+
+    Returns what happened, for logs and tests: "gone", "running",
+    "duplicate", "paused", "busy" (a deletion of the segment was active, or
+    a refresh was), "braked", "empty", "failed" (the refresh or the start
+    failed; the note says why) or "started".
     """
     if isinstance(slot, str):
         slot = datetime.datetime.fromisoformat(slot)
-    now = now or timezone.now()
-    with transaction.atomic():
-        schedule = (
-            RetentionSchedule.objects.select_for_update(of=("self",))
-            .select_related("segment", "owner")
-            .filter(pk=schedule_id)
-            .first()
-        )
-        if schedule is None:
-            return "gone"
-        if schedule.last_slot is not None and schedule.last_slot >= slot:
-            logger.info("Retention schedule %s: slot %s already run", schedule_id, slot)
-            return "duplicate"
-        schedule.last_slot = slot
-        schedule.save(update_fields=["last_slot"])
+    with _RunLock(schedule_id) as lock:
+        if not lock.acquired:
+            logger.info(
+                "Retention schedule %s: a run is in progress; this delivery exits", schedule_id
+            )
+            return "running"
+        return _run(schedule_id, slot, now or timezone.now())
+
+
+def _run(schedule_id: int, slot, now) -> str:
+    schedule = (
+        RetentionSchedule.objects.select_related("segment", "owner").filter(pk=schedule_id).first()
+    )
+    if schedule is None:
+        return "gone"
+    if schedule.last_slot is not None and schedule.last_slot >= slot:
+        logger.info("Retention schedule %s: slot %s already run", schedule_id, slot)
+        return "duplicate"
     if schedule.is_paused:
+        _settle(schedule, slot)
         return "paused"
     segment, owner = schedule.segment, schedule.owner
     slot_words = _when(slot)
 
     active = deletion.deletion_active_job(segment=segment)
     if active is not None:
-        _note(
+        _settle(
             schedule,
-            now,
-            f"The run of {slot_words} was skipped: deletion #{active.pk} of this segment "
+            slot,
+            now=now,
+            note=f"The run of {slot_words} was skipped: deletion #{active.pk} of this segment "
             "was still running. The next run goes ahead as planned.",
         )
         return "busy"
-    if schedule.rules_digest != rules_digest(segment.rules):
-        _pause(
-            schedule.pk,
+    if schedule.rules_changed:
+        _pause_run(
+            schedule,
+            slot,
+            now,
             reason=f"The segment's rules changed since this schedule was confirmed (found at "
             f"the run of {slot_words}). Review who is in the segment, then resume.",
-            now=now,
         )
         return "paused"
     if owner is None or not owner.is_active or not user_can_delete_profiles(owner):
-        name = schedule.owner_username
-        _pause(
-            schedule.pk,
-            reason=f"{name} confirmed this schedule and can no longer delete profiles. "
-            "An Editor who resumes it becomes its owner.",
-            now=now,
-        )
+        _pause_run(schedule, slot, now, reason=_owner_gone(schedule))
         return "paused"
 
     try:
@@ -303,20 +340,22 @@ def retention_run(*, schedule_id: int, slot, now=None) -> str:
             segment=segment, statement_timeout=settings.Q_CLUSTER["timeout"] * 0.5
         )
     except SegmentRefreshInProgress:
-        _note(
+        _settle(
             schedule,
-            now,
-            f"The run of {slot_words} was skipped: the segment was being refreshed by someone "
-            "else. The next run goes ahead as planned.",
+            slot,
+            now=now,
+            note=f"The run of {slot_words} was skipped: the segment was being refreshed by "
+            "someone else. The next run goes ahead as planned.",
         )
         return "busy"
     except Segment.DoesNotExist:
         return "gone"
     except (RulesError, DatabaseError):
-        _note(
+        _settle(
             schedule,
-            now,
-            f"The run of {slot_words} did not delete anyone: the refresh failed. "
+            slot,
+            now=now,
+            note=f"The run of {slot_words} did not delete anyone: the refresh failed. "
             f"{segment.refresh_error}",
         )
         return "failed"
@@ -325,82 +364,113 @@ def retention_run(*, schedule_id: int, slot, now=None) -> str:
     segment.refresh_from_db(fields=["rules", "name", "member_count", "last_refreshed_at"])
     if schedule.is_paused:
         # Paused while the refresh ran (a rule edit, an Editor): nothing starts.
+        _settle(schedule, slot)
         return "paused"
-    if schedule.rules_digest != rules_digest(segment.rules):
-        _pause(
-            schedule.pk,
+    if schedule.rules_changed:
+        _pause_run(
+            schedule,
+            slot,
+            now,
             reason=f"The segment's rules changed during the run of {slot_words}. Review who "
             "is in the segment, then resume.",
-            now=now,
         )
         return "paused"
     if count > schedule.max_profiles:
-        _pause(
-            schedule.pk,
+        _pause_run(
+            schedule,
+            slot,
+            now,
             reason=f"The run of {slot_words} found {_plural(count, 'profile')}, more than the "
             f"{schedule.max_profiles:,} a run may delete, so nobody was deleted. Check the "
             "segment, then resume (or change the limit by deleting and re-creating the schedule).",
-            now=now,
             brake_found=count,
+            note=f"The run of {slot_words} was stopped by the brake.",
         )
-        _note(schedule, now, f"The run of {slot_words} was stopped by the brake.")
         transaction.on_commit(retention_brake_emails_send, robust=True)
         return "braked"
     if count == 0:
-        _note(schedule, now, f"The run of {slot_words} found nobody to delete.")
+        _settle(schedule, slot, now=now, note=f"The run of {slot_words} found nobody to delete.")
         return "empty"
 
     try:
-        result = deletion.deletion_start(
-            segment=segment,
-            user=owner,
-            typed_name=segment.name,
-            expected_count=count,
-            membership_token=segment_membership_token(segment),
-            started_by_schedule=True,
-        )
+        # The job and the slot's record commit together: a run killed before
+        # this commit started nothing, and its redelivery runs the slot.
+        with transaction.atomic():
+            result = deletion.deletion_start(
+                segment=segment,
+                user=owner,
+                typed_name=segment.name,
+                expected_count=count,
+                membership_token=segment_membership_token(segment),
+                started_by_schedule=True,
+            )
+            job = result.job
+            if result.created:
+                note = (
+                    f"The run of {slot_words} started deletion #{job.pk} of "
+                    f"{_plural(job.total, 'profile')}."
+                )
+                _settle(schedule, slot, now=now, note=note, job=job)
     except PermissionDenied:
-        _pause(
-            schedule.pk,
-            reason=f"{schedule.owner_username} can no longer delete profiles. "
-            "An Editor who resumes it becomes its owner.",
-            now=now,
-        )
+        _pause_run(schedule, slot, now, reason=_owner_gone(schedule))
         return "paused"
     except deletion.CountChanged:
-        _note(
+        _settle(
             schedule,
-            now,
-            f"The run of {slot_words} was skipped: the segment changed while it started "
+            slot,
+            now=now,
+            note=f"The run of {slot_words} was skipped: the segment changed while it started "
             "(someone refreshed it or deleted some of its profiles). Nobody was deleted; "
             "the next run goes ahead as planned.",
         )
         return "busy"
     except deletion.DeletionRefused as refused:
-        _note(schedule, now, f"The run of {slot_words} did not delete anyone: {refused}")
-        return "failed"
-    job = result.job
-    if not result.created:
-        _note(
+        _settle(
             schedule,
-            now,
-            f"The run of {slot_words} was skipped: deletion #{job.pk} of this segment "
+            slot,
+            now=now,
+            note=f"The run of {slot_words} did not delete anyone: {refused}",
+        )
+        return "failed"
+    if not result.created:
+        _settle(
+            schedule,
+            slot,
+            now=now,
+            note=f"The run of {slot_words} was skipped: deletion #{job.pk} of this segment "
             "was still running.",
         )
         return "busy"
-    _note(
-        schedule,
-        now,
-        f"The run of {slot_words} started deletion #{job.pk} of {_plural(job.total, 'profile')}.",
-        job=job,
-    )
     return "started"
 
 
-def _note(schedule: RetentionSchedule, now, note: str, *, job: DeletionJob | None = None) -> None:
-    """What the last run did, in words, for the schedule page."""
-    fields = {"last_run_at": now, "last_run_note": note[:2000]}
+def _owner_gone(schedule: RetentionSchedule) -> str:
+    return (
+        f"{schedule.owner_username} confirmed this schedule and can no longer delete "
+        "profiles. An Editor who resumes it becomes its owner."
+    )
+
+
+def _settle(
+    schedule: RetentionSchedule,
+    slot,
+    *,
+    now=None,
+    note: str = "",
+    job: DeletionJob | None = None,
+) -> None:
+    """Record the slot as run and, with ``note``, what the run did, in words,
+    for the schedule page."""
+    fields = {"last_slot": slot}
+    if note:
+        fields.update(last_run_at=now, last_run_note=note[:2000])
+        logger.info("Retention schedule %s: %s", schedule.pk, note)
     if job is not None:
         fields["last_job"] = job
     RetentionSchedule.objects.filter(pk=schedule.pk).update(**fields)
-    logger.info("Retention schedule %s: %s", schedule.pk, note)
+
+
+def _pause_run(schedule, slot, now, *, reason: str, brake_found=None, note: str = "") -> None:
+    with transaction.atomic():
+        _pause(schedule.pk, reason=reason, now=now, brake_found=brake_found)
+        _settle(schedule, slot, now=now if note else None, note=note)

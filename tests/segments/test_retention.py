@@ -281,6 +281,56 @@ def test_a_second_delivery_of_one_slot_does_nothing(trials, alice):
     assert retention.retention_run(schedule_id=schedule.pk, slot=later) == "started"
 
 
+def test_a_run_killed_before_its_job_was_created_runs_again_on_redelivery(
+    trials, alice, monkeypatch
+):
+    schedule = make_schedule(trials, alice)
+
+    def killed(**kwargs):
+        raise SystemExit("the worker was killed")
+
+    monkeypatch.setattr(deletion, "deletion_start", killed)
+    with pytest.raises(SystemExit):
+        retention.retention_run(schedule_id=schedule.pk, slot=at(30, 3))
+    schedule.refresh_from_db()
+    assert schedule.last_slot is None
+    monkeypatch.undo()
+    assert retention.retention_run(schedule_id=schedule.pk, slot=at(30, 3)) == "started"
+    assert DeletionJob.objects.count() == 1
+
+
+def test_the_job_and_the_slots_record_commit_together(trials, alice, monkeypatch):
+    schedule = make_schedule(trials, alice)
+    settle = retention._settle
+
+    def dies_after_the_job(schedule, slot, **kwargs):
+        if kwargs.get("job") is not None:
+            raise SystemExit("the worker was killed")
+        settle(schedule, slot, **kwargs)
+
+    monkeypatch.setattr(retention, "_settle", dies_after_the_job)
+    with pytest.raises(SystemExit):
+        retention.retention_run(schedule_id=schedule.pk, slot=at(30, 3))
+    assert not DeletionJob.objects.exists()
+    schedule.refresh_from_db()
+    assert schedule.last_slot is None
+
+
+def test_a_delivery_while_another_runs_the_schedule_exits(trials, alice):
+    schedule = make_schedule(trials, alice)
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_lock(%s, %s)", [retention.RUN_LOCK_NAMESPACE, schedule.pk]
+            )
+        assert retention.retention_run(schedule_id=schedule.pk, slot=at(30, 3)) == "running"
+    finally:
+        other.close()
+    schedule.refresh_from_db()
+    assert schedule.last_slot is None and not DeletionJob.objects.exists()
+
+
 def test_the_brake_pauses_without_deleting_and_emails_the_owner(
     trials, alice, django_capture_on_commit_callbacks
 ):
