@@ -3,13 +3,16 @@ run's checks (brake, rules, owner, a running deletion) and the Editors'
 actions. The runs through a real qcluster are in test_retention_worker.py."""
 
 import datetime
+import importlib
 import threading
 
 import pytest
+from django.apps import apps
 from django.core import mail
 from django.core.exceptions import PermissionDenied
 from django.db import connections
-from django_q.models import OrmQ
+from django.utils import timezone
+from django_q.models import OrmQ, Schedule
 
 from profiles.models import Profile
 from segments import services as segment_services
@@ -391,3 +394,23 @@ def test_deleting_the_segment_deletes_its_schedule(trials, alice):
     make_schedule(trials, alice)
     segment_services.segment_delete(segment=trials)
     assert not RetentionSchedule.objects.exists()
+
+
+DISPATCHER_MIGRATION = importlib.import_module("segments.migrations.0013_retention_schedule")
+
+
+def test_the_migrations_schedule_runs_the_dispatcher_every_minute(trials, alice):
+    """Run what the migration's Schedule row names, as django-q2 would, then
+    the task it enqueued: a name that points nowhere must fail here."""
+    DISPATCHER_MIGRATION.schedule_dispatcher(apps, None)  # a transactional test's flush removes it
+    schedule = make_schedule(trials, alice, now=timezone.now() - datetime.timedelta(days=2))
+    (row,) = Schedule.objects.filter(name=DISPATCHER_MIGRATION.DISPATCHER)
+    assert (row.schedule_type, row.minutes, row.repeats) == (Schedule.MINUTES, 1, -1)
+    module, name = row.func.rsplit(".", 1)
+    claimed = getattr(importlib.import_module(module), name)()
+    assert claimed == [(schedule.pk, schedule.next_run_at)]
+    (queued,) = OrmQ.objects.all()
+    task = queued.task
+    module, name = task["func"].rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name)(*task["args"]) == "started"
+    assert DeletionJob.objects.get().started_by_schedule
