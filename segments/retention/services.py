@@ -406,6 +406,15 @@ def _run(schedule_id: int, slot, now) -> str:
             )
             job = result.job
             if result.created:
+                # Read under the segment's lock that deletion_start took: the
+                # rules the job was confirmed for, and whether someone paused
+                # the schedule while this run refreshed.
+                if RetentionSchedule.digest(job.rules_at_confirmation) != schedule.rules_digest:
+                    raise _Abandon("rules")
+                if not RetentionSchedule.objects.filter(
+                    pk=schedule.pk, status=RetentionSchedule.Status.ACTIVE
+                ).exists():
+                    raise _Abandon("paused")
                 note = (
                     f"The run of {slot_words} started deletion #{job.pk} of "
                     f"{_plural(job.total, 'profile')}."
@@ -413,6 +422,18 @@ def _run(schedule_id: int, slot, now) -> str:
                 _settle(schedule, slot, now=now, note=note, job=job)
     except PermissionDenied:
         _pause_run(schedule, slot, now, reason=_owner_gone(schedule))
+        return "paused"
+    except _Abandon as abandoned:
+        if abandoned.why == "paused":
+            _settle(schedule, slot)
+            return "paused"
+        _pause_run(
+            schedule,
+            slot,
+            now,
+            reason=f"The segment's rules changed during the run of {slot_words}; nobody was "
+            "deleted. Review who is in the segment, then resume.",
+        )
         return "paused"
     except deletion.CountChanged:
         _settle(
@@ -442,6 +463,14 @@ def _run(schedule_id: int, slot, now) -> str:
         )
         return "busy"
     return "started"
+
+
+class _Abandon(Exception):
+    """Roll back a deletion the run had just started: ``why`` says why."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
 
 
 def _owner_gone(schedule: RetentionSchedule) -> str:

@@ -334,6 +334,42 @@ def test_a_delivery_while_another_runs_the_schedule_exits(trials, alice):
     assert schedule.last_slot is None and not DeletionJob.objects.exists()
 
 
+def edit_landing_at_the_start(monkeypatch, edit):
+    """Run ``edit`` just before the run starts its deletion: after its
+    refresh and its checks (an Editor's request landing at that moment)."""
+    token = retention.segment_membership_token
+
+    def token_then_edit(segment):
+        edit(segment)
+        return token(segment)
+
+    monkeypatch.setattr(retention, "segment_membership_token", token_then_edit)
+
+
+def test_rules_changed_just_before_the_start_roll_the_deletion_back(trials, alice, monkeypatch):
+    schedule = make_schedule(trials, alice)
+    everyone = {"match": "any", "conditions": [{"type": "subscription", "status": "subscribed"}]}
+    edit_landing_at_the_start(
+        monkeypatch,
+        lambda segment: type(segment).objects.filter(pk=segment.pk).update(rules=everyone),
+    )
+    assert retention.retention_run(schedule_id=schedule.pk, slot=at(30, 3)) == "paused"
+    assert not DeletionJob.objects.exists()
+    schedule.refresh_from_db()
+    assert "rules changed during the run" in schedule.pause_reason
+    assert schedule.last_slot == at(30, 3)
+
+
+def test_a_pause_just_before_the_start_rolls_the_deletion_back(trials, alice, monkeypatch):
+    schedule = make_schedule(trials, alice)
+    edit_landing_at_the_start(
+        monkeypatch,
+        lambda segment: RetentionSchedule.objects.filter(segment=segment).update(status="paused"),
+    )
+    assert retention.retention_run(schedule_id=schedule.pk, slot=at(30, 3)) == "paused"
+    assert not DeletionJob.objects.exists()
+
+
 def test_the_brake_pauses_without_deleting_and_emails_the_owner(
     trials, alice, django_capture_on_commit_callbacks
 ):
