@@ -4,7 +4,13 @@ from django.forms.fields import InvalidJSONInput
 
 from segments.builder import JSONRefused, rules_from_json
 from segments.forms import segment_name_clean
-from segments.models import DeletionJob, ProfileExport, Segment, SegmentMembership
+from segments.models import (
+    DeletionJob,
+    ProfileExport,
+    RetentionSchedule,
+    Segment,
+    SegmentMembership,
+)
 from segments.rules import RulesError, rules_validate
 from segments.services import SegmentBusy, segment_delete, segment_request_refresh
 
@@ -64,6 +70,10 @@ class SegmentAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if "rules" in form.changed_data or not change:
             segment_request_refresh(segment=obj)
+        if "rules" in form.changed_data and change:
+            RetentionSchedule.pause_for_rule_edit(
+                segment_id=obj.pk, username=request.user.get_username()
+            )
 
     # Deleting a definition goes through the same service as the dashboard,
     # which refuses while a refresh or a deletion of its profiles runs.
@@ -130,12 +140,13 @@ class DeletionJobAdmin(RecordAdmin):
         "status",
         "created_by_username",
         "created_at",
+        "started_by_schedule",
         "total",
         "deleted",
         "skipped",
         "finished_at",
     )
-    list_filter = ("status",)
+    list_filter = ("status", "started_by_schedule")
     search_fields = ("segment_name", "created_by_username")
 
 
@@ -155,3 +166,24 @@ class ProfileExportAdmin(RecordAdmin):
     )
     list_filter = ("status",)
     search_fields = ("segment_name", "username")
+
+
+@admin.register(RetentionSchedule)
+class RetentionScheduleAdmin(RecordAdmin):
+    """Retention schedules, read-only: they are created, paused, resumed and
+    deleted on the segment's pages, which check the name typed and the access."""
+
+    list_display = (
+        "segment",
+        "status",
+        "frequency",
+        "weekday",
+        "time_of_day",
+        "max_profiles",
+        "owner_username",
+        "next_run_at",
+        "last_run_at",
+    )
+    list_select_related = ("segment",)
+    list_filter = ("status", "frequency")
+    search_fields = ("segment__name", "owner_username")

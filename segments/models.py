@@ -1,3 +1,5 @@
+import hashlib
+import json
 from datetime import timedelta
 
 from django.conf import settings
@@ -118,6 +120,9 @@ class DeletionJob(models.Model):
     # kept from coming back (profiles.Suppression).
     rules_at_confirmation = models.JSONField(default=dict, blank=True)
     suppress = models.BooleanField("stop them from coming back", default=False)
+    # Confirmed by a retention schedule in its owner's name (created_by),
+    # not by someone typing the name in the dialog.
+    started_by_schedule = models.BooleanField("started by a retention schedule", default=False)
     # When the receipt file was last written; older than finished_at (or
     # empty) for an ended job means the worker stopped before writing it, and
     # the watchdog writes it (segments.deletion.receipts).
@@ -357,3 +362,140 @@ class DeletionNotice(models.Model):
 
     def __str__(self):
         return f"Notice {self.ending} of deletion #{self.job_id}: {self.state}"
+
+
+class RetentionSchedule(models.Model):
+    """Delete a segment's members automatically, every day or week.
+
+    The schedule only decides *when*: each run refreshes the segment and
+    starts an ordinary deletion job (``segments.retention.services``), with
+    the same snapshot, batches, audit and email as a manual one. It holds no
+    personal data: a digest of the rules it was confirmed for (not the rules,
+    which may quote an address), counts and notes in words.
+
+    ``next_run_at`` is the next slot; the dispatcher claims a slot by moving
+    it forward in the transaction that finds it due, so two dispatchers never
+    start two runs for one slot. ``last_slot`` is the last slot a run
+    finished (recorded with its outcome): a task delivered again finds it
+    taken and does nothing.
+    """
+
+    class Frequency(models.TextChoices):
+        DAILY = "daily", "Every day"
+        WEEKLY = "weekly", "Every week"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+
+    class Weekday(models.IntegerChoices):
+        MONDAY = 0, "Monday"
+        TUESDAY = 1, "Tuesday"
+        WEDNESDAY = 2, "Wednesday"
+        THURSDAY = 3, "Thursday"
+        FRIDAY = 4, "Friday"
+        SATURDAY = 5, "Saturday"
+        SUNDAY = 6, "Sunday"
+
+    segment = models.OneToOneField(
+        Segment, on_delete=models.CASCADE, related_name="retention_schedule"
+    )
+    # Whoever confirmed the schedule (or last resumed it): runs confirm the
+    # deletion in their name, and the emails go to them.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    owner_username = models.CharField("confirmed by", max_length=150)
+    frequency = models.CharField(max_length=10, choices=Frequency.choices)
+    weekday = models.PositiveSmallIntegerField(choices=Weekday.choices, null=True, blank=True)
+    time_of_day = models.TimeField("at (time of day)")
+    max_profiles = models.PositiveIntegerField("most profiles a run may delete")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    pause_reason = models.TextField(blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    # How many profiles the refreshed segment held when the brake stopped a
+    # run (None when the pause was for another reason).
+    brake_found = models.PositiveIntegerField(null=True, blank=True)
+    # The email about a brake: owed once the pause commits, claimed before sending.
+    brake_email_owed = models.BooleanField(default=False)
+    rules_digest = models.CharField("digest of the rules confirmed", max_length=64)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_slot = models.DateTimeField(null=True, blank=True, editable=False)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_note = models.TextField(blank=True)
+    last_job = models.ForeignKey(
+        "DeletionJob", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["segment__name"]
+        indexes = [
+            models.Index(
+                fields=["next_run_at"],
+                condition=Q(status="active"),
+                name="retention_due_idx",
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(frequency="daily", weekday__isnull=True)
+                | Q(frequency="weekly", weekday__isnull=False),
+                name="retention_weekday_iff_weekly",
+            ),
+            models.CheckConstraint(condition=Q(max_profiles__gte=1), name="retention_max_positive"),
+        ]
+
+    def __str__(self):
+        return f"Retention schedule of {self.segment}"
+
+    def get_absolute_url(self):
+        return reverse("segments:retention", args=[self.segment_id])
+
+    @property
+    def is_paused(self):
+        return self.status == self.Status.PAUSED
+
+    @staticmethod
+    def digest(rules) -> str:
+        """Names a set of rules without copying them (a rule may quote an address)."""
+        canonical = json.dumps(rules, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def rules_changed(self) -> bool:
+        """The segment's rules are not the ones this schedule was confirmed for."""
+        return self.rules_digest != self.digest(self.segment.rules)
+
+    @classmethod
+    def pause_for_rule_edit(cls, *, segment_id: int, username: str, now=None) -> bool:
+        """New rules are a new set of people: the schedule waits for an
+        Editor to review them. One UPDATE, so ``segments.services`` can call
+        it without importing the retention package (which imports it)."""
+        now = now or timezone.now()
+        when = timezone.localtime(now).strftime("%-d %b %Y, %H:%M %Z")
+        return bool(
+            cls.objects.filter(segment_id=segment_id, status=cls.Status.ACTIVE).update(
+                status=cls.Status.PAUSED,
+                pause_reason=f"The rules changed on {when} by {username or 'someone'}; "
+                "review who is in the segment and resume.",
+                paused_at=now,
+                brake_found=None,
+                brake_email_owed=False,
+                updated_at=now,
+            )
+        )
+
+    @property
+    def describe_when(self):
+        """In words: "Every day at 03:00" or "Every Monday at 03:00"."""
+        at = self.time_of_day.strftime("%H:%M")
+        if self.frequency == self.Frequency.WEEKLY:
+            return f"Every {self.get_weekday_display()} at {at}"
+        return f"Every day at {at}"
+
+    @property
+    def when_phrase(self):
+        """The same inside a sentence: "every Monday at 03:00"."""
+        return "e" + self.describe_when[1:]

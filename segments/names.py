@@ -90,9 +90,12 @@ def segment_name_matches(typed: str, name: str) -> bool:
     return segment_name_normalize(typed) == segment_name_normalize(name)
 
 
-def segment_name_mismatch(typed: str, name: str) -> str | None:
+def segment_name_mismatch(
+    typed: str, name: str, *, nothing_done: str = "Nothing was deleted."
+) -> str | None:
     """None when ``typed`` is the name (after normalization); otherwise what
-    to tell the person who typed it, in plain words."""
+    to tell the person who typed it, in plain words, ending with
+    ``nothing_done``."""
     typed, name = segment_name_normalize(typed), segment_name_normalize(name)
     if typed == name:
         return None
@@ -102,11 +105,11 @@ def segment_name_mismatch(typed: str, name: str) -> str | None:
             f"That looks like the segment's name, but a letter is a different character: "
             f"the name has “{ours}” ({_letter_name(ours)}) where you typed “{theirs}” "
             f"({_letter_name(theirs)}). Copy the name from this page, or ask an editor to "
-            "rename the segment. Nothing was deleted."
+            f"rename the segment. {nothing_done}"
         )
     return (
         "That is not the segment's name. Type it exactly as shown, with the same "
-        "capitals. Nothing was deleted."
+        f"capitals. {nothing_done}"
     )
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 from psycopg import errors as pg_errors
 
-from segments.models import DeletionJob, Segment, SegmentMembership
+from segments.models import DeletionJob, RetentionSchedule, Segment, SegmentMembership
 from segments.names import segment_name_normalize
 from segments.rules import RulesError, rules_matching_profiles
 
@@ -46,15 +46,20 @@ def segment_create(*, name: str, description: str, rules: dict, user) -> Segment
     return segment
 
 
-def segment_update(*, segment: Segment, name: str, description: str, rules: dict) -> Segment:
+def segment_update(
+    *, segment: Segment, name: str, description: str, rules: dict, user=None
+) -> Segment:
     """Save the definition; new rules make the membership out of date, so
-    they also request a refresh."""
+    they also request a refresh, and pause the segment's retention schedule."""
     saved_rules = Segment.objects.filter(pk=segment.pk).values_list("rules", flat=True).get()
     name = segment_name_normalize(name)
     segment.name, segment.description, segment.rules = name, description, rules
     segment.save(update_fields=["name", "description", "rules", "updated_at"])
     if rules != saved_rules:
         segment_request_refresh(segment=segment)
+        RetentionSchedule.pause_for_rule_edit(
+            segment_id=segment.pk, username=user.get_username() if user else ""
+        )
     return segment
 
 

@@ -2,6 +2,7 @@ from django.urls import path
 
 from segments import archive, views
 from segments.deletion import urls as deletion_urls
+from segments.retention import urls as retention_urls
 
 app_name = "segments"
 urlpatterns = [
@@ -17,3 +18,4 @@ urlpatterns = [
     path("<int:pk>/archive-instead/", archive.archive_instead, name="archive_instead"),
 ]
 urlpatterns += deletion_urls.urlpatterns
+urlpatterns += retention_urls.urlpatterns

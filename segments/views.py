@@ -115,7 +115,7 @@ def segment_edit(request: HttpRequest, pk: int) -> HttpResponse:
     segment = _get_segment_for_user(request, pk, write=True)
     form, preview = _segment_form(request, segment=segment)
     if form.is_bound and form.is_valid():
-        services.segment_update(segment=segment, **form.cleaned_data)
+        services.segment_update(segment=segment, **form.cleaned_data, user=request.user)
         messages.success(request, f"Saved “{segment.name}”.")
         return redirect(segment)
     return _render_form(request, form, preview, segment=segment)

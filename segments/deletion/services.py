@@ -124,6 +124,7 @@ def deletion_start(
     expected_count: int | None,
     membership_token: str | None = None,
     suppress: bool = False,
+    started_by_schedule: bool = False,
 ) -> StartResult:
     """Start deleting the segment's profiles, as confirmed by ``user``.
 
@@ -136,6 +137,8 @@ def deletion_start(
     is returned instead of a new one (the database allows one active job per
     segment). With ``suppress``, the people deleted are also kept from coming
     back through the ingestion API (see ``segments.deletion.receipts``).
+    With ``started_by_schedule``, a retention schedule confirms in the name
+    of ``user``, its owner (``segments.retention.services``).
     """
     if not user_can_delete_profiles(user):
         raise PermissionDenied
@@ -166,6 +169,7 @@ def deletion_start(
                 created_by_username=user.get_username(),
                 rules_at_confirmation=current.rules,
                 suppress=suppress,
+                started_by_schedule=started_by_schedule,
             )
             # The count is the snapshot's own row count: one statement, so no
             # member can slip in between counting and copying.

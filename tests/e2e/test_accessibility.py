@@ -7,6 +7,7 @@ To check a new page, add one line to PAGES (or PUBLIC_PAGES). A viewer sees
 the 403 page where a page needs Edit access: that page is checked too.
 """
 
+import datetime
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ from django.utils import timezone
 
 from messaging.models import AudienceSegment, Campaign
 from segments.deletion.services import deletion_run, deletion_start
-from segments.models import DeletionJob
+from segments.models import DeletionJob, RetentionSchedule
 from tests.conftest import PASSWORD
 from tests.messaging.factories import draft_campaign
 from tests.segments.population import build_population
@@ -45,6 +46,8 @@ PAGES = [
     ("profile", "/profiles/{profile}/"),
     ("profile's events", "/profiles/{profile}/events/"),
     ("exclude instead of deleting", "/segments/{segment}/archive-instead/"),
+    ("retention schedule, new", "/segments/{segment}/retention/new/"),
+    ("retention schedule, paused by the brake", "/segments/{stopped}/retention/"),
     ("campaign list", "/campaigns/"),
     ("campaign", "/campaigns/{campaign}/"),
     ("draft campaign (audience editor)", "/campaigns/{draft}/"),
@@ -61,6 +64,7 @@ EDITOR_SEES = {
     "exclude instead of deleting": "Weekly digest",
     "draft campaign (audience editor)": "Include or exclude",
     "deletion receipt": "Deletion receipt",
+    "retention schedule, paused by the brake": "Dry run",
 }
 # Pages for someone logged out.
 PUBLIC_PAGES = [
@@ -177,6 +181,20 @@ def world(alice) -> World:
     ).job
     while deletion_run(job_id=done.pk, slice_seconds=60) not in ("completed", "failed"):
         pass
+    RetentionSchedule.objects.create(
+        segment=stopped.segment,
+        owner=alice,
+        owner_username="alice",
+        frequency="weekly",
+        weekday=0,
+        time_of_day=datetime.time(3),
+        max_profiles=1,
+        status="paused",
+        pause_reason="The run found 2 profiles, more than the 1 a run may delete.",
+        rules_digest=RetentionSchedule.digest(stopped.segment.rules),
+        last_run_at=timezone.now(),
+        last_run_note="The run was stopped by the brake.",
+    )
     return World(
         segment=population.segment.pk,
         running=running.segment.pk,

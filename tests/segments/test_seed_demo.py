@@ -65,7 +65,9 @@ def test_the_demo_segments_are_meaningful():
     """Each one picks out some people, and nobody picks out everyone."""
     call_command("seed_demo", profiles=1000, no_users=True)
     total = Profile.objects.count()
-    for segment in Segment.objects.all():
+    # Empty on purpose: the demo's people signed up within the last 900 days,
+    # so its paused retention schedule's dry run shows nobody to delete yet.
+    for segment in Segment.objects.exclude(name="Inactive for 3 years"):
         assert 0 < segment.member_count < total, (segment.name, segment.member_count)
     unsubscribed = Segment.objects.get(name="Unsubscribed")
     assert unsubscribed.member_count == Profile.objects.filter(subscribed=False).count()

@@ -6,6 +6,7 @@ why, is in SKIPPED; a route with a parameter these tests cannot fill fails
 loudly until someone teaches OBJECTS how to build it.
 """
 
+import datetime
 import re
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from segments.models import DeletionJob
+from segments.models import DeletionJob, RetentionSchedule
 from tests.messaging.factories import CampaignFactory, MessageFactory
 from tests.profiles.factories import EventFactory, ProfileFactory
 from tests.segments.factories import SegmentFactory, SegmentMembershipFactory
@@ -90,6 +91,16 @@ def world(alice):
     SegmentMembershipFactory(segment=segment, profile=profile)
     job = DeletionJob.objects.create(
         segment=segment, segment_name=segment.name, status="failed", created_by=alice
+    )
+    # Its retention schedule, so its page and buttons get past their 404.
+    RetentionSchedule.objects.create(
+        segment=segment,
+        owner=alice,
+        owner_username=alice.username,
+        frequency="daily",
+        time_of_day=datetime.time(3, 0),
+        max_profiles=10,
+        rules_digest="0" * 64,
     )
     # A draft, so the campaign page offers its audience editing too.
     campaign = CampaignFactory(audience=segment, status="draft")
@@ -170,6 +181,11 @@ def test_the_walk_finds_the_dashboard():
         "messaging:audience_remove",
         "messaging:audience_undo",
         "segments:archive_instead",
+        "segments:retention",
+        "segments:retention_create",
+        "segments:retention_pause",
+        "segments:retention_resume",
+        "segments:retention_delete",
     } <= names
     assert not any(route.route.startswith(("api/", "admin/")) for route in ROUTES)
 

@@ -15,6 +15,7 @@ from messaging.models import AudienceSegment, Campaign
 from profiles import demo_data
 from profiles.models import Profile
 from segments.models import Segment
+from segments.retention.demo_data import RETENTION_DEMO_SEGMENT, seed_retention_schedule
 from segments.rules import rules_matching_profiles
 
 DEMO_USERS = [
@@ -25,6 +26,16 @@ DEMO_USERS = [
 ]
 
 DEMO_SEGMENTS = [
+    (
+        RETENTION_DEMO_SEGMENT,
+        "Nobody has heard from them in three years: deleted automatically once reviewed.",
+        {
+            "match": "all",
+            "conditions": [
+                {"type": "event", "operator": "not_done", "within_days": 3 * 365},
+            ],
+        },
+    ),
     (
         "Inactive for 90 days",
         "People who have not done anything in the last 90 days.",
@@ -222,7 +233,8 @@ class Command(BaseCommand):
         # `make run` calls this at every start. Only the first (no profiles
         # yet) seeds and refreshes: a later refresh would rewrite memberships
         # an editor or a running deletion relies on, so a start changes no data.
-        if Profile.objects.exists():
+        seeded = not Profile.objects.exists()
+        if not seeded:
             self.stdout.write("Profiles already exist: leaving the data as it is.")
         else:
             self._seed_profiles(profiles, events_per_profile)
@@ -232,6 +244,10 @@ class Command(BaseCommand):
             self._seed_campaigns()
         if not no_users:
             self._seed_users()
+        if seeded:
+            self.stdout.write(
+                seed_retention_schedule(owner=User.objects.filter(username="editor").first())
+            )
         self.stdout.write(self.style.SUCCESS(f"Done in {time.monotonic() - started:.1f}s."))
 
     def _seed_profiles(self, count, events_per_profile):
