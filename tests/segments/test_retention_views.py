@@ -120,7 +120,7 @@ def test_a_daily_schedule_ignores_the_weekday(editor_client, segment):
     [
         ({"typed_name": "old trials"}, "That is not the segment&#x27;s name"),
         ({"typed_name": "Old Trial"}, "That is not the segment&#x27;s name"),
-        ({"typed_name": "Old Triаls"}, "a letter is a different character"),  # Cyrillic а
+        ({"typed_name": "Old Tri\u0430ls"}, "a letter is a different character"),
         ({"typed_name": ""}, "Type the segment&#x27;s name to confirm"),
         ({"max_profiles": "0"}, "at least 1 profile"),
         ({"max_profiles": "-5"}, "at least 1 profile"),
