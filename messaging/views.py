@@ -8,7 +8,8 @@ from django.views.decorators.http import require_GET, require_POST
 from messaging import forms, selectors, services
 from messaging.models import AudienceChange, Campaign
 from vero_admin.access import require_perms
-from vero_admin.pagination import keyset_page
+from vero_admin.pagination import MAX_PAGE_NUMBER, keyset_page
+from vero_admin.query import query_whole_number
 
 
 def _get_campaign_for_user(request: HttpRequest, pk: int, *, write: bool = False) -> Campaign:
@@ -26,7 +27,9 @@ def _get_campaign_for_user(request: HttpRequest, pk: int, *, write: bool = False
 def campaign_list(request: HttpRequest):
     require_perms(request.user, "messaging.view_campaign")
     paginator = Paginator(selectors.campaign_list(), 25)
-    page = paginator.get_page(request.GET.get("page"))
+    page = paginator.get_page(
+        query_whole_number(request, "page", minimum=1, maximum=MAX_PAGE_NUMBER) or 1
+    )
     return render(request, "messaging/campaign_list.html", {"page": page})
 
 

@@ -1,3 +1,4 @@
+from contextlib import suppress
 from datetime import datetime
 from functools import partial
 from urllib.parse import urlencode
@@ -21,6 +22,7 @@ from vero_admin.pagination import (
     page_number,
     table_total,
 )
+from vero_admin.query import BadQuery
 
 PER_PAGE = 50
 
@@ -96,16 +98,19 @@ def _format_older(cursor: tuple[datetime, int]) -> str:
 
 
 def _parse_older(raw: str) -> tuple[datetime, int] | None:
-    """The cursor of an older page, or None (the first page) when it is not one."""
+    """The cursor of an older page; None (the first page) when there is
+    none; 400 when it is not one."""
+    if raw == "":
+        return None
     moment, _, pk = raw.partition("~")
-    if not (pk.isascii() and pk.isdigit() and len(pk) <= 19 and len(moment) <= 40):
-        return None
-    try:
-        occurred_at = datetime.fromisoformat(moment)
-    except ValueError:
-        return None
-    if occurred_at.tzinfo is None:
-        return None
+    occurred_at = None
+    if pk.isascii() and pk.isdigit() and len(pk) <= 19 and len(moment) <= 40:
+        with suppress(ValueError):
+            occurred_at = datetime.fromisoformat(moment)
+    if occurred_at is None or occurred_at.tzinfo is None:
+        raise BadQuery(
+            "The page address is not valid: “older” is not a position in this list of events."
+        )
     return occurred_at, int(pk)
 
 

@@ -10,7 +10,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from messaging.selectors import segment_campaign_usage
-from profiles.forms import ProfileSearchForm
+from profiles.forms import ProfileSearchForm, SearchForm
 from segments import selectors, services
 from segments.builder import builder_blank, builder_from_post, builder_from_rules, builder_tidy
 from segments.catalogue import catalogue_get
@@ -24,7 +24,16 @@ from segments.forms import SegmentForm
 from segments.models import Segment, SegmentMembership
 from segments.rules import rules_describe
 from vero_admin.access import require_perms
-from vero_admin.pagination import SEARCH_COUNT_CAP, Total, count_capped, keyset_page
+from vero_admin.pagination import (
+    MAX_PAGE_NUMBER,
+    SEARCH_COUNT_CAP,
+    Total,
+    count_capped,
+    keyset_page,
+)
+from vero_admin.query import query_choice, query_whole_number
+
+SORT_CHOICES = [order + key for key in selectors.SORTS for order in ("", "-")]
 
 
 def _get_segment_for_user(
@@ -45,13 +54,16 @@ def _get_segment_for_user(
 @login_required
 def segment_list(request: HttpRequest) -> HttpResponse:
     require_perms(request.user, "segments.view_segment")
-    query = request.GET.get("q", "").strip()
-    sort = request.GET.get("sort", "name")
-    if sort.removeprefix("-") not in selectors.SORTS:
-        sort = "name"
+    form = SearchForm.from_request(request)
+    query = form.query.strip()
+    sort = query_choice(request, "sort", SORT_CHOICES, default="name")
+    number = query_whole_number(request, "page", minimum=1, maximum=MAX_PAGE_NUMBER)
     segments = segments_with_deletion_status(selectors.segment_search(query=query, sort=sort))
-    page = Paginator(segments, 50).get_page(request.GET.get("page"))
-    return render(request, "segments/list.html", {"page": page, "query": query, "sort": sort})
+    if not form.is_valid():
+        segments = segments.none()
+    page = Paginator(segments, 50).get_page(number or 1)
+    context = {"page": page, "query": query, "sort": sort, "search_form": form}
+    return render(request, "segments/list.html", context, status=200 if form.is_valid() else 400)
 
 
 @require_http_methods(["GET", "POST"])

@@ -2,6 +2,8 @@ from django.conf import settings
 from django.http import Http404
 from django.urls import Resolver404, get_resolver
 
+from vero_admin.query import BadQuery, query_has_nul
+
 # Everything the dashboard loads comes from our own origin: htmx and the
 # stylesheet are static files served by whitenoise, and there is no inline
 # script. The admin needs inline styles, hence 'unsafe-inline' for styles only.
@@ -69,4 +71,42 @@ class NotFoundPageMiddleware:
 
     def _page_not_found(self, request, exception):
         callback = get_resolver(getattr(request, "urlconf", None)).resolve_error_handler(404)
+        return callback(request, exception)
+
+
+class BadQueryMiddleware:
+    """Answer a query string a page cannot read with the 400 page and its reason.
+
+    - A view that raises ``BadQuery`` (``vero_admin.query``) gets the 400
+      page with the reason, with DEBUG on too (Django would show its
+      technical page there).
+    - In Django admin, a NUL character anywhere in the query string
+      (``?id__exact=a%00b``) is refused before any view runs: PostgreSQL
+      cannot compare text with it, and admin's filters pass it on. The
+      dashboard's pages check each parameter they read themselves (search
+      boxes say so beside the box), and the ingestion API answers its own
+      errors, as JSON.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info.startswith("/admin/") and query_has_nul(request.GET):
+            return self._bad_request(
+                request,
+                BadQuery(
+                    "The address contains a character that is not valid text (a NUL "
+                    "character, often from pasting). Remove it and try again."
+                ),
+            )
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, BadQuery):
+            return self._bad_request(request, exception)
+        return None
+
+    def _bad_request(self, request, exception):
+        callback = get_resolver(getattr(request, "urlconf", None)).resolve_error_handler(400)
         return callback(request, exception)

@@ -132,6 +132,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A query string no page can read: the 400 page, with its reason.
+    "vero_admin.middleware.BadQueryMiddleware",
     # Last: a missing page gets the site's 404 page even with DEBUG on (see its docstring).
     "vero_admin.middleware.NotFoundPageMiddleware",
 ]

@@ -10,6 +10,7 @@ from profiles.errors import ProfileNotFound
 from segments.models import DeletionJob
 from vero_admin.access import ACCESS_LABELS, user_access
 from vero_admin.forms import LoginForm
+from vero_admin.query import BadQuery
 
 
 class LoginView(auth_views.LoginView):
@@ -45,7 +46,10 @@ def _error_template(request, name: str) -> str:
 
 
 def bad_request(request, exception):
-    return render(request, _error_template(request, "400.html"), status=400)
+    """The 400 page; a ``BadQuery`` (a query-string value a page cannot
+    read) says which, and links to the page without it."""
+    context = {"reason": str(exception)} if isinstance(exception, BadQuery) else {}
+    return render(request, _error_template(request, "400.html"), context, status=400)
 
 
 def permission_denied(request, exception):

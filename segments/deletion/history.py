@@ -47,6 +47,15 @@ class DeletionHistoryFilter(forms.Form):
         },
     )
 
+    def clean_before(self):
+        """ASCII digits only: IntegerField reads "١٢" as 12."""
+        raw = self.data.get("before", "")
+        if raw and not (raw.isascii() and raw.isdigit()):
+            raise forms.ValidationError(
+                self.fields["before"].error_messages["invalid"], code="invalid"
+            )
+        return self.cleaned_data["before"]
+
 
 @require_GET
 @login_required

@@ -151,9 +151,11 @@ def test_the_pager_keeps_the_search(viewer_client):
     assert "Profiles 51\N{EN DASH}51 of 51 · page 2 of 2" in second.content.decode()
 
 
-def test_a_bad_page_cursor_shows_the_first_page(viewer_client):
+def test_a_bad_page_cursor_is_refused_with_its_reason(viewer_client):
     ProfileFactory()
-    assert viewer_client.get("/profiles/", {"after": "x'; drop"}).status_code == 200
+    response = viewer_client.get("/profiles/", {"after": "x'; drop"})
+    assert response.status_code == 400
+    assert "“after” must be a whole number" in response.content.decode()
 
 
 def test_the_profile_list_requires_view_access(outsider_client, anonymous):
@@ -249,11 +251,12 @@ def test_all_events_are_paged_newest_first(viewer_client):
 @pytest.mark.parametrize(
     "older", ["nonsense", "2026-01-01~x", "2026-01-01T00:00:00~1", "~", "9" * 50]
 )
-def test_a_bad_events_cursor_shows_the_first_page(viewer_client, older):
+def test_a_bad_events_cursor_is_refused_with_its_reason(viewer_client, older):
     profile = ProfileFactory()
     EventFactory(profile=profile)
     response = viewer_client.get(f"/profiles/{profile.pk}/events/", {"older": older})
-    assert response.status_code == 200 and len(response.context["page"]) == 1
+    assert response.status_code == 400
+    assert "“older” is not a position" in response.content.decode()
 
 
 def test_all_events_require_view_access(outsider_client, anonymous):

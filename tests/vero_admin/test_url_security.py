@@ -257,3 +257,77 @@ def test_pages_need_nothing_the_content_security_policy_blocks(route, world, ali
         assert not INLINE_SCRIPT.search(html), INLINE_SCRIPT.search(html)[0]
         assert not INLINE_HANDLER.search(html), INLINE_HANDLER.search(html)[0]
         assert "Content-Security-Policy" in response.headers
+
+
+# Hostile values, as they arrive in a query string (already percent-encoded):
+# NUL, Unicode digits that Python's int() reads (² fails, ١٢ is 12), the
+# UTF-8 bytes of a lone surrogate (decoded as replacement characters), a
+# number with more digits than int() accepts, a float past the double
+# range, NaN, a negative, and a very long string.
+HOSTILE_VALUES = {
+    "nul": "a%00b",
+    "superscript-two": "%C2%B2",
+    "arabic-twelve": "%D9%A1%D9%A2",
+    "surrogate-bytes": "%ED%A0%80",
+    "5000-digits": "9" * 5000,
+    "1e400": "1e400",
+    "nan": "NaN",
+    "minus-one": "-1",
+    "long": "x" * 6000,
+}
+# Every query parameter a dashboard page reads. A page that reads one not
+# listed here fails test_the_walk_knows_every_query_parameter, so a new
+# parameter is checked against the values above as soon as it exists.
+QUERY_PARAMETERS = ("q", "page", "after", "before", "older", "sort", "status", "polling", "shown")
+
+
+@pytest.fixture
+def parameters_read(monkeypatch):
+    """The names a view looks up in any QueryDict while the fixture lives."""
+    from django.http import QueryDict
+    from django.utils.datastructures import MultiValueDict
+
+    names = set()
+
+    def recording(method):
+        def wrapper(self, key, *args, **kwargs):
+            names.add(key)
+            return method(self, key, *args, **kwargs)
+
+        return wrapper
+
+    for name in ("get", "__getitem__", "getlist", "__contains__"):
+        monkeypatch.setattr(QueryDict, name, recording(getattr(MultiValueDict, name)))
+    return names
+
+
+def _get_routes():
+    return [route for route in ROUTES if not route.name.startswith("segments:builder")]
+
+
+def test_the_walk_knows_every_query_parameter(world, admin_user, parameters_read):
+    client = client_for(admin_user)
+    for route in _get_routes():
+        url = url_of(route, world)
+        for headers in ({}, {"HX-Request": "true"}, {"HX-Request": "true", "HX-Target": "x"}):
+            client.get(url + "?q=a&after=1&page=2&older=x&polling=1", headers=headers)
+    assert {"q", "after", "page", "older", "polling"} <= parameters_read  # the recorder works
+    assert parameters_read <= set(QUERY_PARAMETERS) | {"csrfmiddlewaretoken"}, parameters_read
+
+
+@pytest.mark.parametrize("route", _get_routes(), ids=str)
+def test_no_page_answers_500_to_hostile_query_values(route, world, admin_user):
+    """Every hostile value in every parameter, one at a time (so one
+    refused parameter cannot hide another), for a user who may see
+    everything; full pages and htmx partials."""
+    url = url_of(route, world)
+    client = client_for(admin_user)
+    client.raise_request_exception = False
+    failures = []
+    for parameter in QUERY_PARAMETERS:
+        for label, value in HOSTILE_VALUES.items():
+            for headers in ({}, {"HX-Request": "true"}):
+                response = client.get(f"{url}?{parameter}={value}", headers=headers)
+                if response.status_code >= 500:
+                    failures.append((parameter, label, bool(headers), response.status_code))
+    assert not failures, failures
