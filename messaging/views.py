@@ -41,7 +41,12 @@ def campaign_detail(request: HttpRequest, pk: int):
 
 
 def _render_detail(request, campaign, *, status=200, **audience):
-    sends = keyset_page(selectors.campaign_sends(campaign=campaign), request, per_page=50)
+    """The campaign page. Its recipients are people: listing them needs
+    profile access too (``profiles.view_profile``); without it the report
+    shows the figures only."""
+    sends = None
+    if request.user.has_perm("profiles.view_profile"):
+        sends = keyset_page(selectors.campaign_sends(campaign=campaign), request, per_page=50)
     context = {
         "campaign": campaign,
         "report": selectors.campaign_report(campaign=campaign),

@@ -96,7 +96,13 @@ def segment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def _members_context(request: HttpRequest, segment: Segment) -> dict:
     """The members table: one page by profile id, and no COUNT(*) over the
     whole membership (the page shows the count stored at refresh; a search
-    counts its matches up to a cap)."""
+    counts its matches up to a cap).
+
+    Members are people: listing or searching them needs profile access
+    (``profiles.view_profile``), so segment access alone shows the count
+    and cannot probe whether an email is a profile (no search is run)."""
+    if not request.user.has_perm("profiles.view_profile"):
+        return {"members_hidden": True, "search_invalid": False}
     form = ProfileSearchForm.from_request(request)
     context = form.search_context()
     query = context["query"]
