@@ -1,3 +1,4 @@
+from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.db.models import Q
 from django.http import HttpResponseRedirect, HttpResponseServerError
@@ -20,11 +21,23 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def form_invalid(self, form):
-        response = super().form_invalid(form)
-        if form.lockout:
-            response.status_code = 429
-            response["Retry-After"] = str(form.lockout.retry_after_seconds)
-        return response
+        return _throttled(super().form_invalid(form), form)
+
+
+def admin_login(request):
+    """Django admin's login (its form is throttled too, vero_admin.urls),
+    answering a throttled attempt with 429 and Retry-After like ours."""
+    response = admin.site.login(request)
+    form = (getattr(response, "context_data", None) or {}).get("form")
+    return _throttled(response, form)
+
+
+def _throttled(response, form):
+    lockout = getattr(form, "lockout", None)
+    if lockout:
+        response.status_code = 429
+        response["Retry-After"] = str(lockout.retry_after_seconds)
+    return response
 
 
 @require_GET
