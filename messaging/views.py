@@ -3,7 +3,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from messaging import forms, selectors, services
 from messaging.models import AudienceChange, Campaign
@@ -22,7 +22,7 @@ def _get_campaign_for_user(request: HttpRequest, pk: int, *, write: bool = False
     return get_object_or_404(Campaign, pk=pk)
 
 
-@require_GET
+@require_safe
 @login_required
 def campaign_list(request: HttpRequest):
     require_perms(request.user, "messaging.view_campaign")
@@ -33,7 +33,7 @@ def campaign_list(request: HttpRequest):
     return render(request, "messaging/campaign_list.html", {"page": page})
 
 
-@require_GET
+@require_safe
 @login_required
 def campaign_detail(request: HttpRequest, pk: int):
     campaign = _get_campaign_for_user(request, pk)

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from profiles import selectors
 from profiles.errors import ProfileNotFound
@@ -27,7 +27,7 @@ from vero_admin.query import BadQuery
 PER_PAGE = 50
 
 
-@require_GET
+@require_safe
 @login_required
 def profile_list(request: HttpRequest):
     require_perms(request.user, "profiles.view_profile")
@@ -46,7 +46,7 @@ def profile_list(request: HttpRequest):
     return render(request, "profiles/list.html", context, status=200 if form.is_valid() else 400)
 
 
-@require_GET
+@require_safe
 @login_required
 def profile_detail(request: HttpRequest, pk: int):
     require_perms(request.user, "profiles.view_profile")
@@ -71,7 +71,7 @@ def profile_detail(request: HttpRequest, pk: int):
     )
 
 
-@require_GET
+@require_safe
 @login_required
 def profile_events(request: HttpRequest, pk: int):
     """Every event of a person, newest first, 50 a page (the profile page

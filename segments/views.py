@@ -7,7 +7,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from messaging.selectors import segment_campaign_usage
 from profiles.forms import ProfileSearchForm, SearchForm
@@ -50,7 +50,7 @@ def _get_segment_for_user(
     return get_object_or_404(Segment, pk=pk)
 
 
-@require_GET
+@require_safe
 @login_required
 def segment_list(request: HttpRequest) -> HttpResponse:
     require_perms(request.user, "segments.view_segment")
@@ -66,7 +66,7 @@ def segment_list(request: HttpRequest) -> HttpResponse:
     return render(request, "segments/list.html", context, status=200 if form.is_valid() else 400)
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @login_required
 @never_cache
 def segment_create(request: HttpRequest) -> HttpResponse:
@@ -79,7 +79,7 @@ def segment_create(request: HttpRequest) -> HttpResponse:
     return _render_form(request, form, preview, segment=None)
 
 
-@require_GET
+@require_safe
 @login_required
 def segment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     segment = _get_segment_for_user(request, pk)
@@ -126,7 +126,7 @@ def _members_context(request: HttpRequest, segment: Segment) -> dict:
     return {**context, "members": page, "non_member": non_member}
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @login_required
 @never_cache
 def segment_edit(request: HttpRequest, pk: int) -> HttpResponse:
@@ -201,7 +201,7 @@ def segment_builder_count(request: HttpRequest) -> HttpResponse:
     return render(request, "segments/_builder.html#count", context)
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @login_required
 def segment_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Delete the segment definition; its profiles stay."""
@@ -233,7 +233,7 @@ def segment_refresh(request: HttpRequest, pk: int) -> HttpResponse:
     return _refresh_status(request, segment)
 
 
-@require_GET
+@require_safe
 @login_required
 def segment_refresh_status(request: HttpRequest, pk: int) -> HttpResponse:
     """The count and refresh state; htmx polls it while a refresh runs.

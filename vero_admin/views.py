@@ -5,7 +5,7 @@ from django.http import HttpResponseRedirect, HttpResponseServerError
 from django.shortcuts import render
 from django.template import loader
 from django.templatetags.static import static
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from profiles.errors import ProfileNotFound
 from segments.models import DeletionJob
@@ -40,7 +40,7 @@ def _throttled(response, form):
     return response
 
 
-@require_GET
+@require_safe
 def favicon(request):
     """Browsers ask for /favicon.ico whatever the page links to. Temporary,
     so a new icon (a new hashed file name in production) is picked up."""

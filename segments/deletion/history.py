@@ -10,7 +10,7 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from segments.deletion.selectors import (
     HISTORY_PAGE_SIZE,
@@ -57,7 +57,7 @@ class DeletionHistoryFilter(forms.Form):
         return self.cleaned_data["before"]
 
 
-@require_GET
+@require_safe
 @login_required
 def deletion_history_page(request: HttpRequest) -> HttpResponse:
     """A bad filter or page value answers 400 with the reason, and the first

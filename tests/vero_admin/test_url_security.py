@@ -214,8 +214,9 @@ def test_no_page_writes_on_get(route, world, alice, admin_user):
     before = database_fingerprint()
     for user in (alice, admin_user):
         for headers in ({}, {"HX-Request": "true"}):
-            response = client_for(user).get(url, headers=headers)
-            assert response.status_code < 500
+            for method in ("get", "head"):
+                response = getattr(client_for(user), method)(url, headers=headers)
+                assert response.status_code < 500
     assert database_fingerprint() == before
 
 
@@ -245,18 +246,52 @@ def test_htmx_requests_carry_the_token_the_page_gives_them(world, alice):
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)[^>]*>", re.IGNORECASE)
 INLINE_HANDLER = re.compile(r"<[^>]+\son[a-z]+\s*=", re.IGNORECASE)
+INLINE_STYLE = re.compile(r"<style\b|<[^>]+\sstyle\s*=", re.IGNORECASE)
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=str)
 def test_pages_need_nothing_the_content_security_policy_blocks(route, world, alice):
-    """The CSP allows scripts from our own static files only: an inline
-    script or event handler would silently not run."""
-    response = client_for(alice).get(url_of(route, world), headers={"HX-Request": "true"})
-    if response.status_code == 200 and response["Content-Type"].startswith("text/html"):
-        html = response.content.decode()
-        assert not INLINE_SCRIPT.search(html), INLINE_SCRIPT.search(html)[0]
-        assert not INLINE_HANDLER.search(html), INLINE_HANDLER.search(html)[0]
-        assert "Content-Security-Policy" in response.headers
+    """The CSP allows scripts and styles from our own static files only: an
+    inline script, event handler or style would silently not apply."""
+    for headers in ({}, {"HX-Request": "true"}):
+        response = client_for(alice).get(url_of(route, world), headers=headers)
+        if response.status_code == 200 and response["Content-Type"].startswith("text/html"):
+            html = response.content.decode()
+            assert not INLINE_SCRIPT.search(html), INLINE_SCRIPT.search(html)[0]
+            assert not INLINE_HANDLER.search(html), INLINE_HANDLER.search(html)[0]
+            assert not INLINE_STYLE.search(html), INLINE_STYLE.search(html)[0]
+            policy = response["Content-Security-Policy"]
+            assert "style-src 'self';" in policy and "unsafe-inline" not in policy
+
+
+def test_only_django_admin_pages_allow_inline_styles(admin_client):
+    assert (
+        "style-src 'self' 'unsafe-inline'" in admin_client.get("/admin/")["Content-Security-Policy"]
+    )
+    assert "unsafe-inline" not in admin_client.get("/segments/")["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_every_page_for_a_logged_in_user_is_private_and_never_stored(route, world, alice):
+    """Pages show people: no shared or browser cache may keep them, and an
+    htmx partial at a page's URL must not be mistaken for the page."""
+    for headers in ({}, {"HX-Request": "true"}):
+        response = client_for(alice).get(url_of(route, world), headers=headers)
+        cache_control = {part.strip() for part in response["Cache-Control"].split(",")}
+        assert {"private", "no-store"} <= cache_control, response["Cache-Control"]
+        assert "HX-Request" in response["Vary"], response.get("Vary")
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_head_is_answered_wherever_get_is(route, world, admin_user):
+    client = client_for(admin_user)
+    url = url_of(route, world)
+    get, head = client.get(url), client.head(url)
+    if get.status_code != 405:
+        assert head.status_code == get.status_code, (get.status_code, head.status_code)
+        assert b"".join(head) == b""
+    else:
+        assert head.status_code == 405
 
 
 # Hostile values, as they arrive in a query string (already percent-encoded):
