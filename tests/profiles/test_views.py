@@ -201,6 +201,23 @@ def test_properties_read_as_key_value_lists_not_python(viewer_client):
     assert "<dt>0</dt><dd>zero</dd>" in html and "<dt>vip</dt><dd>yes</dd>" in html
 
 
+@pytest.mark.parametrize("name", ["items", "keys", "values", "get", "key", "children"])
+def test_an_attribute_named_like_a_dict_method_is_shown_as_data(viewer_client, name):
+    """The template iterates rows built in the view: a key named ``items``
+    cannot stand in for the dict's method (spoofing the list, or a 500)."""
+    spoof = {"spoofed": "by the attacker"}
+    profile = ProfileFactory(properties={name: spoof, "plan": "trial"})
+    EventFactory(profile=profile, properties={name: "x", "source": "web"})
+    for url in (f"/profiles/{profile.pk}/", f"/profiles/{profile.pk}/events/"):
+        response = viewer_client.get(url)
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert f"<dt>{name}</dt>" in html and "<dt>source</dt><dd>web</dd>" in html
+    html = viewer_client.get(f"/profiles/{profile.pk}/").content.decode()
+    assert "<dt>plan</dt><dd>trial</dd>" in html
+    assert "<dt>spoofed</dt><dd>by the attacker</dd>" in html  # nested under its key
+
+
 def test_recent_events_says_it_shows_the_latest_50_and_links_to_the_rest(viewer_client):
     profile = ProfileFactory()
     start = datetime(2026, 1, 1, tzinfo=UTC)
