@@ -101,7 +101,7 @@ def _members_context(request: HttpRequest, segment: Segment) -> dict:
     Members are people: listing or searching them needs profile access
     (``profiles.view_profile``), so segment access alone shows the count
     and cannot probe whether an email is a profile (no search is run)."""
-    if not request.user.has_perm("profiles.view_profile"):
+    if not _may_see_profiles(request):
         return {"members_hidden": True, "search_invalid": False}
     form = ProfileSearchForm.from_request(request)
     context = form.search_context()
@@ -160,12 +160,16 @@ def _segment_form(request: HttpRequest, *, segment: Segment | None):
         "description": request.POST.get("description", ""),
     }
     form = SegmentForm(initial=typed, builder=builder, segment=segment)
-    return form, builder_preview(builder)
+    return form, builder_preview(builder, sample=_may_see_profiles(request))
 
 
 def _render_form(request, form, preview, *, segment):
     context = {"form": form, "builder": form.builder, "preview": preview, "segment": segment}
     return render(request, "segments/form.html", context)
+
+
+def _may_see_profiles(request: HttpRequest) -> bool:
+    return request.user.has_perm("profiles.view_profile")
 
 
 def _require_builder_access(user) -> None:
@@ -185,7 +189,11 @@ def segment_builder(request: HttpRequest) -> HttpResponse:
     _require_builder_access(request.user)
     builder = builder_from_post(request.POST, catalogue=catalogue_get())
     builder_tidy(builder.apply(request.POST.get("action", ""))).hush_empty_rows()
-    context = {"builder": builder, "preview": builder_preview(builder), "oob": True}
+    context = {
+        "builder": builder,
+        "preview": builder_preview(builder, sample=_may_see_profiles(request)),
+        "oob": True,
+    }
     return render(request, "segments/_builder.html", context)
 
 
@@ -197,7 +205,11 @@ def segment_builder_count(request: HttpRequest) -> HttpResponse:
     while typing); the rows themselves are left alone."""
     _require_builder_access(request.user)
     builder = builder_from_post(request.POST, catalogue=catalogue_get()).hush_empty_rows()
-    context = {"builder": builder, "preview": builder_preview(builder), "oob": True}
+    context = {
+        "builder": builder,
+        "preview": builder_preview(builder, sample=_may_see_profiles(request)),
+        "oob": True,
+    }
     return render(request, "segments/_builder.html#count", context)
 
 

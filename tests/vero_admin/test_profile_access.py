@@ -86,3 +86,29 @@ def test_campaign_and_profile_access_show_the_recipients():
     )
     html = client.get(f"/campaigns/{campaign.pk}/").content.decode()
     assert "ada@example.com" in html and "needs access to profiles" not in html
+
+
+def test_the_rule_builder_counts_but_shows_no_sample_without_profile_access():
+    from tests.segments.test_views import PLAN_TRIAL, rows
+
+    ProfileFactory(email="ada@example.com", properties={"plan": "trial"})
+    client = _client_with("segments.view_segment", "segments.add_segment")
+    for url in ("/segments/builder/count/", "/segments/builder/"):
+        response = client.post(url, rows(PLAN_TRIAL), headers={"HX-Request": "true"})
+        html = response.content.decode()
+        assert response.status_code == 200
+        assert "ada@example.com" not in html and 'data-testid="builder-sample"' not in html
+        assert "Seeing some of the people who match needs access to profiles" in html
+    page = client.get("/segments/new/").content.decode()
+    assert "ada@example.com" not in page
+
+
+def test_the_rule_builder_shows_a_sample_with_profile_access():
+    from tests.segments.test_views import PLAN_TRIAL, rows
+
+    ProfileFactory(email="ada@example.com", properties={"plan": "trial"})
+    client = _client_with("segments.view_segment", "segments.add_segment", "profiles.view_profile")
+    html = client.post(
+        "/segments/builder/count/", rows(PLAN_TRIAL), headers={"HX-Request": "true"}
+    ).content.decode()
+    assert "ada@example.com" in html
