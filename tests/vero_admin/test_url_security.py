@@ -360,6 +360,7 @@ def test_no_page_answers_500_to_hostile_query_values(world, admin_user):
     client = client_for(admin_user)
     client.raise_request_exception = False
     failures = []
+    before = database_fingerprint()
     for route in _get_routes():
         url = url_of(route, world)
         for label, value in HOSTILE_VALUES.items():
@@ -376,3 +377,4 @@ def test_no_page_answers_500_to_hostile_query_values(world, admin_user):
                         (str(route), f"all, htmx {target}", label, response.status_code)
                     )
     assert not failures, failures
+    assert database_fingerprint() == before
