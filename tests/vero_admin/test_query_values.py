@@ -106,3 +106,9 @@ def test_the_reason_is_shown_with_debug_on_too(admin_client, settings):
     response = admin_client.get("/profiles/", {"after": "\u00b2"})
     assert response.status_code == 400
     assert "“after” must be a whole number" in _reason(response)
+
+
+def test_a_nul_in_the_deletions_status_filter_is_refused(admin_client):
+    response = admin_client.get("/segments/deletions/", {"status": "failed\x00"})
+    assert response.status_code == 400
+    assert "is not a status to filter by" in response.content.decode()
