@@ -3,12 +3,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from messaging import forms, selectors, services
 from messaging.models import AudienceChange, Campaign
 from vero_admin.access import require_perms
-from vero_admin.pagination import keyset_page
+from vero_admin.pagination import MAX_PAGE_NUMBER, keyset_page
+from vero_admin.query import query_whole_number
 
 
 def _get_campaign_for_user(request: HttpRequest, pk: int, *, write: bool = False) -> Campaign:
@@ -21,16 +22,18 @@ def _get_campaign_for_user(request: HttpRequest, pk: int, *, write: bool = False
     return get_object_or_404(Campaign, pk=pk)
 
 
-@require_GET
+@require_safe
 @login_required
 def campaign_list(request: HttpRequest):
     require_perms(request.user, "messaging.view_campaign")
     paginator = Paginator(selectors.campaign_list(), 25)
-    page = paginator.get_page(request.GET.get("page"))
+    page = paginator.get_page(
+        query_whole_number(request, "page", minimum=1, maximum=MAX_PAGE_NUMBER) or 1
+    )
     return render(request, "messaging/campaign_list.html", {"page": page})
 
 
-@require_GET
+@require_safe
 @login_required
 def campaign_detail(request: HttpRequest, pk: int):
     campaign = _get_campaign_for_user(request, pk)
@@ -38,7 +41,12 @@ def campaign_detail(request: HttpRequest, pk: int):
 
 
 def _render_detail(request, campaign, *, status=200, **audience):
-    sends = keyset_page(selectors.campaign_sends(campaign=campaign), request, per_page=50)
+    """The campaign page. Its recipients are people: listing them needs
+    profile access too (``profiles.view_profile``); without it the report
+    shows the figures only."""
+    sends = None
+    if request.user.has_perm("profiles.view_profile"):
+        sends = keyset_page(selectors.campaign_sends(campaign=campaign), request, per_page=50)
     context = {
         "campaign": campaign,
         "report": selectors.campaign_report(campaign=campaign),

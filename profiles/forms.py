@@ -17,7 +17,10 @@ def _no_lone_surrogates(value: str) -> None:
         raise ValidationError(NOT_TEXT)
 
 
-class ProfileSearchForm(forms.Form):
+class SearchForm(forms.Form):
+    """A search box's ``?q=``: text of a sane length, without NUL or lone
+    surrogates (PostgreSQL can neither store nor compare those)."""
+
     q = forms.CharField(
         label="Search",
         required=False,
@@ -30,7 +33,7 @@ class ProfileSearchForm(forms.Form):
     )
 
     @classmethod
-    def from_request(cls, request) -> "ProfileSearchForm":
+    def from_request(cls, request) -> "SearchForm":
         return cls({"q": request.GET.get("q", "")})
 
     @property
@@ -38,6 +41,8 @@ class ProfileSearchForm(forms.Form):
         """The query to run: empty when the form is not valid."""
         return self.cleaned_data.get("q", "") if self.is_valid() else ""
 
+
+class ProfileSearchForm(SearchForm):
     def search_context(self) -> dict:
         """What a search box shows beside its results: the query, whether it
         was too short to search inside the text, and the profile it names

@@ -1,3 +1,4 @@
+from contextlib import suppress
 from datetime import datetime
 from functools import partial
 from urllib.parse import urlencode
@@ -5,7 +6,7 @@ from urllib.parse import urlencode
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from profiles import selectors
 from profiles.errors import ProfileNotFound
@@ -21,11 +22,12 @@ from vero_admin.pagination import (
     page_number,
     table_total,
 )
+from vero_admin.query import BadQuery
 
 PER_PAGE = 50
 
 
-@require_GET
+@require_safe
 @login_required
 def profile_list(request: HttpRequest):
     require_perms(request.user, "profiles.view_profile")
@@ -44,7 +46,7 @@ def profile_list(request: HttpRequest):
     return render(request, "profiles/list.html", context, status=200 if form.is_valid() else 400)
 
 
-@require_GET
+@require_safe
 @login_required
 def profile_detail(request: HttpRequest, pk: int):
     require_perms(request.user, "profiles.view_profile")
@@ -69,7 +71,7 @@ def profile_detail(request: HttpRequest, pk: int):
     )
 
 
-@require_GET
+@require_safe
 @login_required
 def profile_events(request: HttpRequest, pk: int):
     """Every event of a person, newest first, 50 a page (the profile page
@@ -96,16 +98,19 @@ def _format_older(cursor: tuple[datetime, int]) -> str:
 
 
 def _parse_older(raw: str) -> tuple[datetime, int] | None:
-    """The cursor of an older page, or None (the first page) when it is not one."""
+    """The cursor of an older page; None (the first page) when there is
+    none; 400 when it is not one."""
+    if raw == "":
+        return None
     moment, _, pk = raw.partition("~")
-    if not (pk.isascii() and pk.isdigit() and len(pk) <= 19 and len(moment) <= 40):
-        return None
-    try:
-        occurred_at = datetime.fromisoformat(moment)
-    except ValueError:
-        return None
-    if occurred_at.tzinfo is None:
-        return None
+    occurred_at = None
+    if pk.isascii() and pk.isdigit() and len(pk) <= 19 and len(moment) <= 40:
+        with suppress(ValueError):
+            occurred_at = datetime.fromisoformat(moment)
+    if occurred_at is None or occurred_at.tzinfo is None:
+        raise BadQuery(
+            "The page address is not valid: “older” is not a position in this list of events."
+        )
     return occurred_at, int(pk)
 
 

@@ -37,7 +37,7 @@ class ArchiveInsteadForm(forms.Form):
         self.fields["campaigns"].choices = [(c.pk, c.name) for c in candidates]
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @login_required
 def archive_instead(request: HttpRequest, pk: int) -> HttpResponse:
     require_perms(

@@ -193,11 +193,13 @@ class Preview:
     words: object = None
     columns: list[str] = field(default_factory=list)
     sample: list[dict] | None = None
+    sample_hidden: bool = False  # the user may not see profiles
 
 
-def builder_preview(builder: Builder) -> Preview:
+def builder_preview(builder: Builder, *, sample: bool = True) -> Preview:
     """Count each valid row (setting ``row.count``) and, when every row is
-    valid, the whole; with a sample of the members."""
+    valid, the whole; with a sample of the members unless ``sample`` is
+    False (a user without profile access sees counts, not people)."""
     now = timezone.now()
     parts = {
         row.prefix: {"match": "all", "conditions": [row.condition]}
@@ -213,7 +215,9 @@ def builder_preview(builder: Builder) -> Preview:
     if builder.is_valid:
         preview.words = rules_describe(builder.rules)
         preview.columns = builder_attribute_names(builder)[:MAX_COLUMNS]
-        if preview.total.value != 0:
+        if not sample:
+            preview.sample_hidden = True
+        elif preview.total.value != 0:
             preview.sample = _sample(builder.rules, preview.columns, now)
     return preview
 

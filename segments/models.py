@@ -128,6 +128,9 @@ class DeletionJob(models.Model):
     # the watchdog writes it (segments.deletion.receipts).
     receipt_written_at = models.DateTimeField(null=True, blank=True, editable=False)
     cancelled_by_username = models.CharField("stopped by", max_length=150, blank=True)
+    # The latest resume of a job that stopped part-way (each one is logged).
+    resumed_by_username = models.CharField("last resumed by", max_length=150, blank=True)
+    resumed_at = models.DateTimeField("last resumed at", null=True, blank=True)
     # A job that stopped part-way (failed, or stopped by someone) stays open
     # until it is resumed to the end or closed by someone who keeps the rest.
     closed_by_username = models.CharField("closed by", max_length=150, blank=True)

@@ -7,10 +7,10 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from messaging.selectors import segment_campaign_usage
-from profiles.forms import ProfileSearchForm
+from profiles.forms import ProfileSearchForm, SearchForm
 from segments import selectors, services
 from segments.builder import builder_blank, builder_from_post, builder_from_rules, builder_tidy
 from segments.catalogue import catalogue_get
@@ -24,7 +24,16 @@ from segments.forms import SegmentForm
 from segments.models import Segment, SegmentMembership
 from segments.rules import rules_describe
 from vero_admin.access import require_perms
-from vero_admin.pagination import SEARCH_COUNT_CAP, Total, count_capped, keyset_page
+from vero_admin.pagination import (
+    MAX_PAGE_NUMBER,
+    SEARCH_COUNT_CAP,
+    Total,
+    count_capped,
+    keyset_page,
+)
+from vero_admin.query import query_choice, query_whole_number
+
+SORT_CHOICES = [order + key for key in selectors.SORTS for order in ("", "-")]
 
 
 def _get_segment_for_user(
@@ -41,20 +50,23 @@ def _get_segment_for_user(
     return get_object_or_404(Segment, pk=pk)
 
 
-@require_GET
+@require_safe
 @login_required
 def segment_list(request: HttpRequest) -> HttpResponse:
     require_perms(request.user, "segments.view_segment")
-    query = request.GET.get("q", "").strip()
-    sort = request.GET.get("sort", "name")
-    if sort.removeprefix("-") not in selectors.SORTS:
-        sort = "name"
+    form = SearchForm.from_request(request)
+    query = form.query.strip()
+    sort = query_choice(request, "sort", SORT_CHOICES, default="name")
+    number = query_whole_number(request, "page", minimum=1, maximum=MAX_PAGE_NUMBER)
     segments = segments_with_deletion_status(selectors.segment_search(query=query, sort=sort))
-    page = Paginator(segments, 50).get_page(request.GET.get("page"))
-    return render(request, "segments/list.html", {"page": page, "query": query, "sort": sort})
+    if not form.is_valid():
+        segments = segments.none()
+    page = Paginator(segments, 50).get_page(number or 1)
+    context = {"page": page, "query": query, "sort": sort, "search_form": form}
+    return render(request, "segments/list.html", context, status=200 if form.is_valid() else 400)
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @login_required
 @never_cache
 def segment_create(request: HttpRequest) -> HttpResponse:
@@ -67,7 +79,7 @@ def segment_create(request: HttpRequest) -> HttpResponse:
     return _render_form(request, form, preview, segment=None)
 
 
-@require_GET
+@require_safe
 @login_required
 def segment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     segment = _get_segment_for_user(request, pk)
@@ -84,7 +96,13 @@ def segment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def _members_context(request: HttpRequest, segment: Segment) -> dict:
     """The members table: one page by profile id, and no COUNT(*) over the
     whole membership (the page shows the count stored at refresh; a search
-    counts its matches up to a cap)."""
+    counts its matches up to a cap).
+
+    Members are people: listing or searching them needs profile access
+    (``profiles.view_profile``), so segment access alone shows the count
+    and cannot probe whether an email is a profile (no search is run)."""
+    if not _may_see_profiles(request):
+        return {"members_hidden": True, "search_invalid": False}
     form = ProfileSearchForm.from_request(request)
     context = form.search_context()
     query = context["query"]
@@ -108,7 +126,7 @@ def _members_context(request: HttpRequest, segment: Segment) -> dict:
     return {**context, "members": page, "non_member": non_member}
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @login_required
 @never_cache
 def segment_edit(request: HttpRequest, pk: int) -> HttpResponse:
@@ -142,13 +160,17 @@ def _segment_form(request: HttpRequest, *, segment: Segment | None):
         "description": request.POST.get("description", ""),
     }
     form = SegmentForm(initial=typed, builder=builder, segment=segment)
-    return form, builder_preview(builder)
+    return form, builder_preview(builder, sample=_may_see_profiles(request))
 
 
 def _render_form(request, form, preview, *, segment):
     context = {"form": form, "builder": form.builder, "preview": preview, "segment": segment}
     status = 400 if form.is_bound and form.errors else 200  # a save refused: nothing written
     return render(request, "segments/form.html", context, status=status)
+
+
+def _may_see_profiles(request: HttpRequest) -> bool:
+    return request.user.has_perm("profiles.view_profile")
 
 
 def _require_builder_access(user) -> None:
@@ -168,7 +190,11 @@ def segment_builder(request: HttpRequest) -> HttpResponse:
     _require_builder_access(request.user)
     builder = builder_from_post(request.POST, catalogue=catalogue_get())
     builder_tidy(builder.apply(request.POST.get("action", ""))).hush_empty_rows()
-    context = {"builder": builder, "preview": builder_preview(builder), "oob": True}
+    context = {
+        "builder": builder,
+        "preview": builder_preview(builder, sample=_may_see_profiles(request)),
+        "oob": True,
+    }
     return render(request, "segments/_builder.html", context)
 
 
@@ -180,11 +206,15 @@ def segment_builder_count(request: HttpRequest) -> HttpResponse:
     while typing); the rows themselves are left alone."""
     _require_builder_access(request.user)
     builder = builder_from_post(request.POST, catalogue=catalogue_get()).hush_empty_rows()
-    context = {"builder": builder, "preview": builder_preview(builder), "oob": True}
+    context = {
+        "builder": builder,
+        "preview": builder_preview(builder, sample=_may_see_profiles(request)),
+        "oob": True,
+    }
     return render(request, "segments/_builder.html#count", context)
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @login_required
 def segment_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Delete the segment definition; its profiles stay."""
@@ -216,7 +246,7 @@ def segment_refresh(request: HttpRequest, pk: int) -> HttpResponse:
     return _refresh_status(request, segment)
 
 
-@require_GET
+@require_safe
 @login_required
 def segment_refresh_status(request: HttpRequest, pk: int) -> HttpResponse:
     """The count and refresh state; htmx polls it while a refresh runs.

@@ -7,7 +7,8 @@ from vero_admin import login_throttle
 
 class ThrottledLoginMixin:
     """Refuse a login attempt, before its password is checked, once its
-    username and address have failed too often (``vero_admin.login_throttle``).
+    username and address, or its address alone, have failed too often
+    (``vero_admin.login_throttle``).
 
     In the form, so the dashboard's login and Django admin's share it.
     ``lockout`` is set when the attempt was refused, for the view's 429.
@@ -17,7 +18,7 @@ class ThrottledLoginMixin:
 
     def clean(self):
         username = self.cleaned_data.get("username") or ""
-        ip_address = self.request.META.get("REMOTE_ADDR") if self.request else None
+        ip_address = login_throttle.client_address(self.request) if self.request else None
         self.lockout = login_throttle.login_attempt_begin(username=username, ip_address=ip_address)
         if self.lockout:
             raise ValidationError(self.lockout.message, code="throttled")

@@ -1,19 +1,28 @@
-"""Login rate limiting: after FAILURE_LIMIT failures in WINDOW for one
-username from one address, further attempts are refused until the oldest of
-them is WINDOW old.
+"""Login rate limiting, by two counts of failures in WINDOW:
+
+- FAILURE_LIMIT for one username from one address: a user who mistypes is
+  stopped without locking the account for everyone else (an attacker
+  elsewhere, failing with a known username, locks only their own address);
+- ADDRESS_FAILURE_LIMIT from one address, whatever the usernames: one
+  password tried across many usernames is stopped too.
+
+Further attempts are refused until the oldest counted failure is WINDOW old.
 
 Each attempt is recorded before its password is checked, then counted: a
-burst of parallel requests therefore cannot slip more than FAILURE_LIMIT
-guesses past the limit. A refused attempt tests no password and leaves no
-row, so the wait a user is told is the wait they get. The address is
-REMOTE_ADDR; behind a proxy, that is the proxy's (see the README).
+burst of parallel requests therefore cannot slip more guesses past a limit.
+A refused attempt tests no password and leaves no row, so the wait a user is
+told is the wait they get. The address is REMOTE_ADDR, or, behind a proxy
+named in the settings (VERO_TRUSTED_PROXY_HEADER, see ``client_address``),
+the client's address as that proxy saw it.
 """
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from math import ceil
 
+from django.conf import settings
 from django.utils import timezone
 
 from vero_admin.models import LoginAttempt
@@ -21,12 +30,14 @@ from vero_admin.models import LoginAttempt
 logger = logging.getLogger(__name__)
 
 FAILURE_LIMIT = 5
+ADDRESS_FAILURE_LIMIT = 20
 WINDOW = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
 class Lockout:
     until: datetime
+    per_address: bool = False  # the address's limit, not the username's
 
     @property
     def retry_after_seconds(self) -> int:
@@ -35,10 +46,32 @@ class Lockout:
     @property
     def message(self) -> str:
         minutes = ceil(self.retry_after_seconds / 60)
+        whose = "from your address" if self.per_address else "for this username from your address"
         return (
-            "Too many failed login attempts for this username from your address. "
+            f"Too many failed login attempts {whose}. "
             f"For your security, try again in {minutes} minute{'s' if minutes != 1 else ''}."
         )
+
+
+def client_address(request) -> str | None:
+    """The address a login attempt comes from: REMOTE_ADDR, or, when a
+    trusted proxy is configured, the entry of its header that the
+    outermost trusted proxy wrote (``VERO_TRUSTED_PROXY_HOPS`` from the
+    right; entries further left are whatever the client sent). A missing
+    or malformed header falls back to REMOTE_ADDR."""
+    remote = request.META.get("REMOTE_ADDR") or None
+    header = getattr(settings, "VERO_TRUSTED_PROXY_HEADER", "")
+    if not header:
+        return remote
+    raw = request.META.get("HTTP_" + header.upper().replace("-", "_"), "")
+    entries = [entry.strip() for entry in raw.split(",")]
+    hops = getattr(settings, "VERO_TRUSTED_PROXY_HOPS", 1)
+    if not raw or len(entries) < hops:
+        return remote
+    try:
+        return str(ipaddress.ip_address(entries[-hops]))
+    except ValueError:
+        return remote
 
 
 def _normalized(username: str) -> str:
@@ -61,15 +94,27 @@ def login_attempt_begin(*, username: str, ip_address: str | None) -> Lockout | N
         .order_by("-attempted_at", "-pk")
         .values_list("attempted_at", flat=True)[:FAILURE_LIMIT]
     )
-    if len(earlier) < FAILURE_LIMIT:
+    lockout = None
+    if len(earlier) >= FAILURE_LIMIT:
+        lockout = Lockout(until=earlier[-1] + WINDOW)
+    elif ip_address is not None:
+        from_address = list(
+            LoginAttempt.objects.filter(ip_address=ip_address, attempted_at__gte=now - WINDOW)
+            .exclude(pk=attempt.pk)
+            .order_by("-attempted_at", "-pk")
+            .values_list("attempted_at", flat=True)[:ADDRESS_FAILURE_LIMIT]
+        )
+        if len(from_address) >= ADDRESS_FAILURE_LIMIT:
+            lockout = Lockout(until=from_address[-1] + WINDOW, per_address=True)
+    if lockout is None:
         return None
     attempt.delete()
-    lockout = Lockout(until=earlier[-1] + WINDOW)
     logger.warning(
-        "Login refused for %r from %s: %d failures in %s; until %s",
+        "Login refused for %r from %s: %d failures %s in %s; until %s",
         username,
         ip_address,
-        FAILURE_LIMIT,
+        ADDRESS_FAILURE_LIMIT if lockout.per_address else FAILURE_LIMIT,
+        "from the address" if lockout.per_address else "for the username",
         WINDOW,
         lockout.until.isoformat(timespec="seconds"),
     )

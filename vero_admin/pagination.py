@@ -14,6 +14,8 @@ from django.contrib.humanize.templatetags.humanize import intcomma, intword
 from django.db import connection
 from django.http import QueryDict
 
+from vero_admin.query import query_whole_number
+
 MAX_PAGE_NUMBER = 10**9
 COUNT_CAP = 10_000
 # A search counts its matches up to here: past it, a common word's count
@@ -147,10 +149,9 @@ class KeysetPage:
 
 
 def _cursor(request, name) -> int | None:
-    raw = request.GET.get(name, "")
-    if raw.isascii() and raw.isdigit() and len(raw) <= 19:
-        return int(raw)
-    return None
+    """A cursor (an id), or None when absent; 400 (``BadQuery``) when it is
+    not ASCII digits in the bigint range."""
+    return query_whole_number(request, name)
 
 
 def parse_after(request) -> int | None:
@@ -158,12 +159,11 @@ def parse_after(request) -> int | None:
 
 
 def page_number(request) -> int:
-    """The page number in the link, for the label; 2 when it is missing or bad
-    (it is only read when a cursor says this is not the first page)."""
-    number = _cursor(request, "page")
-    if number is None or not 2 <= number <= MAX_PAGE_NUMBER:
-        return 2
-    return number
+    """The page number in the link, for the label; 2 when it is missing or 1
+    (it is only read when a cursor says this is not the first page); 400
+    when it is not a page number."""
+    number = query_whole_number(request, "page", minimum=1, maximum=MAX_PAGE_NUMBER)
+    return 2 if number is None or number < 2 else number
 
 
 def keyset_page(
@@ -176,11 +176,13 @@ def keyset_page(
     noun: str = "",
 ) -> KeysetPage:
     """The page after ``?after=<id>`` (or before ``?before=<id>``), ordered by
-    ``key`` ascending. A bad cursor shows the first page.
+    ``key`` ascending. A cursor or page number that is not one answers 400
+    (``vero_admin.query.BadQuery``).
 
     ``total`` may be a function that counts: it is not called when the first
     page holds every row (its length is the total)."""
     after, before = parse_after(request), _cursor(request, "before")
+    page_number(request)  # checked on every page, read only past the first
     attribute = "pk" if key == "pk" else key
     number = 1
     if before is not None:

@@ -7,6 +7,7 @@ helpers below refuse bad values loudly instead of guessing.
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -55,6 +56,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_header(name: str) -> str:
+    """An HTTP header name (``X-Forwarded-For``), or "" when unset."""
+    raw = os.environ.get(name, "").strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9-]+", raw):
+        raise ImproperlyConfigured(f"{name} must be an HTTP header name; got {raw!r}")
+    return raw
 
 
 def env_email(name: str, default: str) -> str:
@@ -129,9 +138,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Pages for a logged-in user: private, no-store, Vary on htmx's headers.
+    "vero_admin.middleware.PrivatePagesMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A query string no page can read: the 400 page, with its reason.
+    "vero_admin.middleware.BadQueryMiddleware",
     # Last: a missing page gets the site's 404 page even with DEBUG on (see its docstring).
     "vero_admin.middleware.NotFoundPageMiddleware",
 ]
@@ -244,10 +257,21 @@ STORAGES = {
     },
 }
 
+# A reverse proxy in front of the dashboard, off by default: the header it
+# puts the client's address in (X-Forwarded-For, X-Real-IP) and how many
+# proxies append to it. Only then is that header read (login throttling,
+# vero_admin/login_throttle.py) and X-Forwarded-Proto trusted to say HTTPS;
+# without a proxy, a client could set either.
+VERO_TRUSTED_PROXY_HEADER = env_header("VERO_TRUSTED_PROXY_HEADER")
+VERO_TRUSTED_PROXY_HOPS = env_int("VERO_TRUSTED_PROXY_HOPS", 1)
+if VERO_TRUSTED_PROXY_HOPS < 1:
+    raise ImproperlyConfigured("VERO_TRUSTED_PROXY_HOPS must be 1 or more.")
+
 # Production hardening; all of it is inert while DEBUG is on.
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    if VERO_TRUSTED_PROXY_HEADER:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)

@@ -5,7 +5,7 @@ from django.views.generic import RedirectView
 
 from profiles import api_urls
 from vero_admin.forms import AdminLoginForm
-from vero_admin.views import LoginView, favicon
+from vero_admin.views import LoginView, admin_login, favicon
 
 admin.site.site_header = "vero_admin"
 admin.site.site_title = "vero_admin"
@@ -16,6 +16,8 @@ urlpatterns = [
     path("favicon.ico", favicon, name="favicon"),
     path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Before admin's own login/ (same view, same form), for the 429.
+    path("admin/login/", admin_login),
     path("admin/", admin.site.urls),
     path("segments/", include("segments.urls")),
     path("profiles/", include("profiles.urls")),

@@ -1,15 +1,17 @@
+from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.db.models import Q
 from django.http import HttpResponseRedirect, HttpResponseServerError
 from django.shortcuts import render
 from django.template import loader
 from django.templatetags.static import static
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from profiles.errors import ProfileNotFound
 from segments.models import DeletionJob
 from vero_admin.access import ACCESS_LABELS, user_access
 from vero_admin.forms import LoginForm
+from vero_admin.query import BadQuery
 
 
 class LoginView(auth_views.LoginView):
@@ -19,14 +21,26 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def form_invalid(self, form):
-        response = super().form_invalid(form)
-        if form.lockout:
-            response.status_code = 429
-            response["Retry-After"] = str(form.lockout.retry_after_seconds)
-        return response
+        return _throttled(super().form_invalid(form), form)
 
 
-@require_GET
+def admin_login(request):
+    """Django admin's login (its form is throttled too, vero_admin.urls),
+    answering a throttled attempt with 429 and Retry-After like ours."""
+    response = admin.site.login(request)
+    form = (getattr(response, "context_data", None) or {}).get("form")
+    return _throttled(response, form)
+
+
+def _throttled(response, form):
+    lockout = getattr(form, "lockout", None)
+    if lockout:
+        response.status_code = 429
+        response["Retry-After"] = str(lockout.retry_after_seconds)
+    return response
+
+
+@require_safe
 def favicon(request):
     """Browsers ask for /favicon.ico whatever the page links to. Temporary,
     so a new icon (a new hashed file name in production) is picked up."""
@@ -45,7 +59,10 @@ def _error_template(request, name: str) -> str:
 
 
 def bad_request(request, exception):
-    return render(request, _error_template(request, "400.html"), status=400)
+    """The 400 page; a ``BadQuery`` (a query-string value a page cannot
+    read) says which, and links to the page without it."""
+    context = {"reason": str(exception)} if isinstance(exception, BadQuery) else {}
+    return render(request, _error_template(request, "400.html"), context, status=400)
 
 
 def permission_denied(request, exception):

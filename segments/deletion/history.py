@@ -10,7 +10,7 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from segments.deletion.selectors import (
     HISTORY_PAGE_SIZE,
@@ -47,8 +47,17 @@ class DeletionHistoryFilter(forms.Form):
         },
     )
 
+    def clean_before(self):
+        """ASCII digits only: IntegerField reads "١٢" as 12."""
+        raw = self.data.get("before", "")
+        if raw and not (raw.isascii() and raw.isdigit()):
+            raise forms.ValidationError(
+                self.fields["before"].error_messages["invalid"], code="invalid"
+            )
+        return self.cleaned_data["before"]
 
-@require_GET
+
+@require_safe
 @login_required
 def deletion_history_page(request: HttpRequest) -> HttpResponse:
     """A bad filter or page value answers 400 with the reason, and the first

@@ -25,7 +25,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from messaging.selectors import archive_candidates
 from segments.counting import TookTooLong, with_statement_timeout
@@ -150,7 +150,7 @@ def _drift(segment: Segment) -> Drift:
     return Drift("changed" if joined or left else "same", joined=joined, left=left)
 
 
-@require_GET
+@require_safe
 @login_required
 def deletion_impact(request: HttpRequest, pk: int) -> HttpResponse:
     """The dialog's impact block (htmx), or the same as a page."""

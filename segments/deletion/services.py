@@ -823,6 +823,8 @@ def deletion_resume(*, job: DeletionJob, user) -> DeletionJob:
         # The page's "no progress for …" counts from here, not from the
         # last batch before it stopped.
         job.heartbeat_at = job.last_progress_at = timezone.now()
+        # In the audit, beside who confirmed it and who stopped it.
+        job.resumed_by_username, job.resumed_at = user.get_username(), job.heartbeat_at
         try:
             with transaction.atomic():
                 job.save(
@@ -833,6 +835,8 @@ def deletion_resume(*, job: DeletionJob, user) -> DeletionJob:
                         "cancel_requested",
                         "heartbeat_at",
                         "last_progress_at",
+                        "resumed_by_username",
+                        "resumed_at",
                     ]
                 )
         except IntegrityError:

@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from segments.deletion import services as deletion
 from segments.deletion.forms import DeleteProfilesForm
@@ -60,13 +60,13 @@ def _render_dialog(request, segment, form, *, status=200, current_count=None, er
     return render(request, template, context, status=status)
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @login_required
 def delete_profiles(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the confirmation dialog (htmx) or page. POST: confirm and start."""
     segment = _get_segment_for_deletion(request, pk)
     active = deletion.deletion_active_job(segment=segment)
-    if request.method == "GET":
+    if request.method != "POST":  # GET, or HEAD
         if active:
             return _redirect_to_segment(request, segment)
         if DeletionJob.objects.unfinished().filter(segment=segment).exists():
@@ -163,7 +163,7 @@ def _redirect_to_segment(request, segment):
     return redirect(segment.get_absolute_url() + "#deletion", permanent=False)
 
 
-@require_GET
+@require_safe
 @login_required
 def deletion_progress(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
     """The progress partial; htmx polls it while the job is active.
@@ -262,7 +262,7 @@ def _get_ended_job_for_receipt(request: HttpRequest, job_pk: int):
     return job, None
 
 
-@require_GET
+@require_safe
 @login_required
 def deletion_receipt(request: HttpRequest, job_pk: int) -> HttpResponse:
     """The receipt of an ended deletion, readable, with its JSON download."""
@@ -277,7 +277,7 @@ def deletion_receipt(request: HttpRequest, job_pk: int) -> HttpResponse:
     return render(request, "segments/deletion_receipt.html", context)
 
 
-@require_GET
+@require_safe
 @login_required
 def deletion_receipt_json(request: HttpRequest, job_pk: int) -> HttpResponse:
     """The receipt as a JSON file, streamed: memory stays flat at any size."""

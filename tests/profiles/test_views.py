@@ -151,9 +151,11 @@ def test_the_pager_keeps_the_search(viewer_client):
     assert "Profiles 51\N{EN DASH}51 of 51 · page 2 of 2" in second.content.decode()
 
 
-def test_a_bad_page_cursor_shows_the_first_page(viewer_client):
+def test_a_bad_page_cursor_is_refused_with_its_reason(viewer_client):
     ProfileFactory()
-    assert viewer_client.get("/profiles/", {"after": "x'; drop"}).status_code == 200
+    response = viewer_client.get("/profiles/", {"after": "x'; drop"})
+    assert response.status_code == 400
+    assert "“after” must be a whole number" in response.content.decode()
 
 
 def test_the_profile_list_requires_view_access(outsider_client, anonymous):
@@ -197,6 +199,23 @@ def test_properties_read_as_key_value_lists_not_python(viewer_client):
     assert "<dt>sku</dt><dd>T-1</dd>" in html
     assert "<dt>city</dt><dd>Oslo</dd>" in html and "<dt>items</dt><dd>1, 2</dd>" in html
     assert "<dt>0</dt><dd>zero</dd>" in html and "<dt>vip</dt><dd>yes</dd>" in html
+
+
+@pytest.mark.parametrize("name", ["items", "keys", "values", "get", "key", "children"])
+def test_an_attribute_named_like_a_dict_method_is_shown_as_data(viewer_client, name):
+    """The template iterates rows built in the view: a key named ``items``
+    cannot stand in for the dict's method (spoofing the list, or a 500)."""
+    spoof = {"spoofed": "by the attacker"}
+    profile = ProfileFactory(properties={name: spoof, "plan": "trial"})
+    EventFactory(profile=profile, properties={name: "x", "source": "web"})
+    for url in (f"/profiles/{profile.pk}/", f"/profiles/{profile.pk}/events/"):
+        response = viewer_client.get(url)
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert f"<dt>{name}</dt>" in html and "<dt>source</dt><dd>web</dd>" in html
+    html = viewer_client.get(f"/profiles/{profile.pk}/").content.decode()
+    assert "<dt>plan</dt><dd>trial</dd>" in html
+    assert "<dt>spoofed</dt><dd>by the attacker</dd>" in html  # nested under its key
 
 
 def test_recent_events_says_it_shows_the_latest_50_and_links_to_the_rest(viewer_client):
@@ -249,11 +268,12 @@ def test_all_events_are_paged_newest_first(viewer_client):
 @pytest.mark.parametrize(
     "older", ["nonsense", "2026-01-01~x", "2026-01-01T00:00:00~1", "~", "9" * 50]
 )
-def test_a_bad_events_cursor_shows_the_first_page(viewer_client, older):
+def test_a_bad_events_cursor_is_refused_with_its_reason(viewer_client, older):
     profile = ProfileFactory()
     EventFactory(profile=profile)
     response = viewer_client.get(f"/profiles/{profile.pk}/events/", {"older": older})
-    assert response.status_code == 200 and len(response.context["page"]) == 1
+    assert response.status_code == 400
+    assert "“older” is not a position" in response.content.decode()
 
 
 def test_all_events_require_view_access(outsider_client, anonymous):

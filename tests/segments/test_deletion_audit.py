@@ -64,6 +64,18 @@ def test_resuming_is_logged(editor_client, population, caplog):
     assert f"Deletion job {job.pk} resumed by alice" in caplog.text
 
 
+def test_resuming_is_recorded_on_the_job_and_shown_on_the_deletions_page(editor_client, population):
+    confirm(editor_client, population)
+    job = DeletionJob.objects.get()
+    DeletionJob.objects.filter(pk=job.pk).update(status="failed", error="boom")
+    editor_client.post(job_url(job, "resume"))
+    job.refresh_from_db()
+    assert job.resumed_by_username == "alice" and job.resumed_at is not None
+    assert job.created_by_username == "alice"  # confirming stays recorded beside it
+    html = editor_client.get("/segments/deletions/").content.decode()
+    assert 'data-testid="deletion-resumed">resumed by alice' in html
+
+
 def test_a_refused_action_is_logged_by_django(viewer_client, population, alice, caplog):
     job = deletion.deletion_start(
         segment=population.segment, user=alice, typed_name="Trial users", expected_count=4

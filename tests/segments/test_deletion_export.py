@@ -76,7 +76,7 @@ def test_the_csv_holds_exactly_the_members_and_their_attributes(editor_client, w
     assert isinstance(response, StreamingHttpResponse)
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"].startswith('attachment; filename="trial-users-profiles-')
-    assert response["Cache-Control"] == "no-store"
+    assert response["Cache-Control"] == "no-store, private"
     header, *rows = parse(response)
     keys = ["'=cmd", "0", "a,b", "items", "note", "plan", "seats", "vip"]
     assert header[:3] == ["email", "user id", "subscription status"]

@@ -58,7 +58,7 @@ def test_the_receipt_downloads_as_json_with_every_digest(editor_client, ended_jo
     assert response["Content-Disposition"] == (
         f'attachment; filename="deletion-{ended_job.pk}.json"'
     )
-    assert response["Cache-Control"] == "no-store"
+    assert response["Cache-Control"] == "no-store, private"
     document = json.loads(b"".join(response.streaming_content))
     assert document["job"] == ended_job.pk
     assert document["counts"]["profiles_deleted"] == 4

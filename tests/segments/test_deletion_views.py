@@ -301,7 +301,7 @@ def test_a_poll_in_the_same_state_swaps_only_the_numbers(viewer_client, job):
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="deletion-numbers"')
     assert "<h2" not in html and "Stop deleting" not in html and "HX-Retarget" not in response
-    assert 'role="progressbar"' in html and 'aria-valuenow="25"' in html
+    assert '<progress class="progress" max="100" value="25"' in html
     assert 'aria-valuetext="1 of 4 profiles deleted"' in html
     assert "shown=running" in html
 

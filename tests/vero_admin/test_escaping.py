@@ -1,5 +1,8 @@
 """User-supplied text is shown as text, wherever the dashboard shows it."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from messaging.models import Campaign
@@ -89,3 +92,25 @@ def test_campaign_names_are_text(editor_client, segment):
     campaign = Campaign.objects.get(audience__segment=segment)
     assert_shown_as_text(editor_client.get("/campaigns/"))
     assert_shown_as_text(editor_client.get(f"/campaigns/{campaign.pk}/"))
+
+
+DICT_ITERATION = re.compile(r"\{%\s*for\s[^%]*\sin\s+([\w.]+\.(items|keys|values))\s*%\}")
+# Lists a view built under a key of that name, not a dict's method.
+BUILT_LISTS = {"member.values"}  # segments.counting._sample
+
+
+def test_no_template_iterates_a_dict_of_user_data():
+    """A template reads ``x.items`` as the key "items" before the method: a
+    profile attribute named so would spoof the list. Views hand templates
+    lists of rows instead (profiles.views.readable)."""
+    from django.conf import settings
+
+    found = []
+    for directory in settings.TEMPLATES[0]["DIRS"]:
+        for path in Path(directory).rglob("*.html"):
+            found += [
+                f"{path}: {m[0]}"
+                for m in DICT_ITERATION.finditer(path.read_text())
+                if m[1] not in BUILT_LISTS
+            ]
+    assert not found, found

@@ -125,3 +125,83 @@ def test_the_admin_login_is_throttled_too(client, admin_user):
 def test_a_locked_out_user_can_still_see_the_login_page(client, alice):
     fail_five_times(client)
     assert client.get(LOGIN).status_code == 200
+
+
+def test_the_admin_login_answers_429_with_retry_after_when_throttled(client, admin_user):
+    for _ in range(login_throttle.FAILURE_LIMIT):
+        client.post("/admin/login/", {"username": "root", "password": "wrong"})
+    response = client.post("/admin/login/", {"username": "root", "password": PASSWORD})
+    assert response.status_code == 429
+    assert 890 <= int(response["Retry-After"]) <= 900
+    assert client.get("/admin/login/").status_code == 200
+
+
+def test_one_address_trying_many_usernames_is_stopped(client, alice):
+    for number in range(login_throttle.ADDRESS_FAILURE_LIMIT):
+        assert attempt(client, f"user{number}").status_code == 200
+    response = attempt(client, "alice", password=PASSWORD)
+    assert response.status_code == 429
+    assert b"Too many failed login attempts from your address." in response.content
+    assert 890 <= int(response["Retry-After"]) <= 900
+    assert "_auth_user_id" not in client.session
+
+
+def test_the_address_limit_stops_only_that_address(client, alice):
+    for number in range(login_throttle.ADDRESS_FAILURE_LIMIT):
+        attempt(client, f"user{number}", REMOTE_ADDR="203.0.113.9")
+    assert attempt(client, "user99", REMOTE_ADDR="203.0.113.9").status_code == 429
+    assert attempt(client, password=PASSWORD, REMOTE_ADDR="198.51.100.2").status_code == 302
+
+
+PROXY = "10.0.0.1"  # the proxy's own address: REMOTE_ADDR of every request
+
+
+def test_without_a_trusted_proxy_the_forwarded_header_is_ignored(client, alice):
+    fail_five_times(client, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="203.0.113.9")
+    other = {"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": "198.51.100.2"}
+    assert attempt(client, password=PASSWORD, **other).status_code == 429
+
+
+def test_behind_a_trusted_proxy_an_attacker_locks_out_only_their_own_address(
+    client, alice, settings
+):
+    settings.VERO_TRUSTED_PROXY_HEADER = "X-Forwarded-For"
+    fail_five_times(client, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="203.0.113.9")
+    attacker = {"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+    assert attempt(client, password=PASSWORD, **attacker).status_code == 429
+    alice_at_home = {"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": "198.51.100.2"}
+    assert attempt(Client(), password=PASSWORD, **alice_at_home).status_code == 302
+    assert set(LoginAttempt.objects.values_list("ip_address", flat=True)) <= {"203.0.113.9"}
+
+
+def test_an_attacker_cannot_escape_the_limit_by_forging_the_header(client, alice, settings):
+    """The proxy appends the address it saw; what the client sent stays on
+    the left and is not read."""
+    settings.VERO_TRUSTED_PROXY_HEADER = "X-Forwarded-For"
+    for number in range(login_throttle.FAILURE_LIMIT):
+        forged = {"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": f"192.0.2.{number}, 203.0.113.9"}
+        assert attempt(client, **forged).status_code == 200
+    forged = {"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": "192.0.2.77, 203.0.113.9"}
+    assert attempt(client, password=PASSWORD, **forged).status_code == 429
+
+
+def test_two_trusted_hops_read_the_second_entry_from_the_right(rf, settings):
+    settings.VERO_TRUSTED_PROXY_HEADER = "X-Forwarded-For"
+    settings.VERO_TRUSTED_PROXY_HOPS = 2
+    request = rf.get(
+        "/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="192.0.2.1, 203.0.113.9, 10.0.0.2"
+    )
+    assert login_throttle.client_address(request) == "203.0.113.9"
+
+
+@pytest.mark.parametrize("header", ["", "not an address", "203.0.113.9, bogus"])
+def test_a_missing_or_malformed_proxy_header_falls_back_to_the_peer(rf, settings, header):
+    settings.VERO_TRUSTED_PROXY_HEADER = "X-Forwarded-For"
+    request = rf.get("/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=header)
+    assert login_throttle.client_address(request) == PROXY
+
+
+def test_another_header_name_can_be_trusted(rf, settings):
+    settings.VERO_TRUSTED_PROXY_HEADER = "X-Real-IP"
+    request = rf.get("/", REMOTE_ADDR=PROXY, HTTP_X_REAL_IP="2001:db8::1")
+    assert login_throttle.client_address(request) == "2001:db8::1"

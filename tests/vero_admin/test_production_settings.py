@@ -82,6 +82,44 @@ def test_cookies_are_secure_and_hsts_is_on():
     }
 
 
+def _setting(name: str, **env) -> object:
+    code = (
+        "import os, json; os.environ['DJANGO_SETTINGS_MODULE']='vero_admin.settings'; "
+        "import django; django.setup(); from django.conf import settings as s; "
+        f"print(json.dumps(getattr(s, {name!r}, None)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=production_env(SECRET_KEY=secrets.token_urlsafe(50), **env),
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_forwarded_proto_header_is_trusted_only_behind_a_configured_proxy():
+    assert _setting("SECURE_PROXY_SSL_HEADER") is None
+    behind = _setting("SECURE_PROXY_SSL_HEADER", VERO_TRUSTED_PROXY_HEADER="X-Forwarded-For")
+    assert behind == ["HTTP_X_FORWARDED_PROTO", "https"]
+
+
+def test_a_bad_proxy_header_name_is_refused_loudly():
+    env = production_env(SECRET_KEY="x" * 60, VERO_TRUSTED_PROXY_HEADER="X-Forwarded-For: 1")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        env=env,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "VERO_TRUSTED_PROXY_HEADER must be an HTTP header name" in result.stderr
+
+
 @pytest.mark.django_db
 def test_every_response_carries_a_policy_that_allows_only_our_own_scripts(client):
     policy = client.get("/accounts/login/")["Content-Security-Policy"]
