@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('segments', '0011_deletion_receipt'),
+        ('segments', '0013_retention_schedule'),
     ]
 
     operations = [

@@ -30,9 +30,14 @@ class DryRun:
 
 
 def retention_dry_run(
-    *, schedule: RetentionSchedule, now=None, timeout_ms: int | None = DRY_RUN_TIMEOUT_MS
+    *,
+    schedule: RetentionSchedule,
+    now=None,
+    timeout_ms: int | None = DRY_RUN_TIMEOUT_MS,
+    sample: bool = True,
 ) -> DryRun:
-    """Count the profiles the rules select now, and take a sample, in one
+    """Count the profiles the rules select now, and take a sample (unless
+    ``sample`` is False: the viewer may not see profiles), in one
     transaction bounded by ``timeout_ms`` (None: no bound). Reads only."""
     segment = schedule.segment
     result = DryRun(
@@ -51,9 +56,10 @@ def retention_dry_run(
                         "SELECT set_config('statement_timeout', %s, true)", [f"{timeout_ms}ms"]
                     )
             result.count = matching.count()
-            result.sample = list(
-                matching.order_by("pk").only("pk", "email", "user_id")[:DRY_RUN_SAMPLE]
-            )
+            if sample:
+                result.sample = list(
+                    matching.order_by("pk").only("pk", "email", "user_id")[:DRY_RUN_SAMPLE]
+                )
     except RulesError as error:
         result.problem = f"The segment's rules are not valid: {error}"
         return result
@@ -83,5 +89,9 @@ def retention_page_context(*, schedule: RetentionSchedule, user) -> dict:
         "schedule": schedule,
         "segment": schedule.segment,
         "can_change": user_can_delete_profiles(user),
-        "dry_run": retention_dry_run(schedule=schedule),
+        # Members are people: the sample needs profile access, as on the segment page.
+        "can_see_profiles": user.has_perm("profiles.view_profile"),
+        "dry_run": retention_dry_run(
+            schedule=schedule, sample=user.has_perm("profiles.view_profile")
+        ),
     }

@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from segments.deletion.selectors import user_can_delete_profiles
 from segments.models import RetentionSchedule, Segment
@@ -39,7 +39,7 @@ def _get_schedule(request: HttpRequest, pk: int, *, write: bool) -> RetentionSch
     )
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @login_required
 @never_cache
 def retention_create(request: HttpRequest, pk: int) -> HttpResponse:
@@ -47,7 +47,7 @@ def retention_create(request: HttpRequest, pk: int) -> HttpResponse:
     if RetentionSchedule.objects.filter(segment=segment).exists():
         messages.info(request, "This segment already has a retention schedule; here it is.")
         return redirect("segments:retention", pk=segment.pk)
-    if request.method == "GET":
+    if request.method != "POST":
         form = RetentionScheduleForm(segment=segment, initial=_initial(segment))
         return render(request, "segments/retention_form.html", {"segment": segment, "form": form})
     form = RetentionScheduleForm(request.POST, segment=segment)
@@ -76,7 +76,7 @@ def _initial(segment: Segment) -> dict:
     return {"max_profiles": max(100, current + current // 10)}
 
 
-@require_GET
+@require_safe
 @login_required
 def retention_detail(request: HttpRequest, pk: int) -> HttpResponse:
     schedule = _get_schedule(request, pk, write=False)

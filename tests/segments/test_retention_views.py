@@ -6,6 +6,7 @@ import datetime
 import json
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from segments import services as segment_services
@@ -14,6 +15,7 @@ from segments.models import DeletionJob, RetentionSchedule
 from segments.retention import services as retention
 from tests.profiles.factories import ProfileFactory
 from tests.segments.factories import SegmentFactory
+from tests.vero_admin.test_profile_access import _client_with
 
 pytestmark = pytest.mark.django_db
 
@@ -346,3 +348,20 @@ def test_a_rule_edit_in_django_admin_pauses_the_schedule(client, admin_user, sch
     assert response.status_code == 302
     schedule.refresh_from_db()
     assert schedule.is_paused and "by root; review who is in the segment" in schedule.pause_reason
+
+
+def test_the_dry_run_names_members_only_to_users_with_profile_access(schedule, segment, bob):
+    html = _client_with("segments.view_segment").get(url("retention", segment)).content.decode()
+    assert "3 profiles" in html and "member0@example.com" not in html
+    assert 'data-testid="sample-needs-profile-access"' in html
+
+    client = Client()
+    client.force_login(bob)
+    html = client.get(url("retention", segment)).content.decode()
+    assert "member0@example.com" in html
+    assert 'data-testid="sample-needs-profile-access"' not in html
+
+
+def test_head_answers_where_get_does_and_creates_nothing(segment, editor_client):
+    assert editor_client.head(url("retention_create", segment)).status_code == 200
+    assert not RetentionSchedule.objects.exists()
