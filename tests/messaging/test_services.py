@@ -196,7 +196,7 @@ def test_archive_candidates_fall_back_to_every_unsent_campaign_when_too_slow(mon
         )
     draft_campaign(name="Disjoint", audience=other)
     # The exact answer first: a 1 ms limit cancelling a statement as it ends
-    # can, under load, cancel the connection's next statement too (CI saw it).
+    # can, under load, cancel the connection's next statement too (a loaded run saw it).
     assert selectors.archive_candidates(segment=big) == ([], True)
     monkeypatch.setattr(selectors, "COUNT_TIMEOUT_MS", 1)
     candidates, exact = selectors.archive_candidates(segment=big)
