@@ -7,8 +7,8 @@ from segments.deletion import services as deletion
 from segments.deletion import watchdog
 
 
-def run_deletion_job(job_id: int) -> str:
-    return deletion.deletion_run(job_id=job_id)
+def run_deletion_job(job_id: int, runner: int | None = None) -> str:
+    return deletion.deletion_run(job_id=job_id, runner=runner)
 
 
 def deletion_watchdog() -> list[int]:
