@@ -425,7 +425,7 @@ def _run_slice(job_id: int, slice_seconds: float, runner: int | None = None) -> 
         # still be owed its ending, if the runner that ended last died first.
         return _runner_ended(job_id, runner, status=None)
     deadline = time.monotonic() + slice_seconds
-    batch_size = _resumed_batch_size(job_id)
+    batch_size = _resumed_batch_size(job_id, parallel=runner is not None)
     while True:
         # With DEBUG on, Django keeps every query's text; a batch's carries
         # thousands of ids. Memory must not grow with the segment.
@@ -486,15 +486,19 @@ def _has_remaining(job_id: int) -> bool:
     )
 
 
-def _resumed_batch_size(job_id: int) -> int:
+def _resumed_batch_size(job_id: int, *, parallel: bool = False) -> int:
     """Go on at the pace the job's last batch measured.
 
     Every slice, and every resume after a crash, is a new task; starting each
     at FIRST_BATCH would open it with a batch that, on a slow database, holds
     its profiles' locks far longer than the target (and ingestion, waiting on
-    them, past its lock timeout).
+    them, past its lock timeout). Parallel runners start together at a
+    share of it each: their first batches run at once on one database.
     """
     last = DeletionBatch.objects.filter(job_id=job_id).order_by("-id").first()
+    if last is None and parallel:
+        count = DeletionRunner.objects.filter(job_id=job_id).count()
+        return max(MIN_BATCH, FIRST_BATCH // max(1, count))
     if last is None:
         return FIRST_BATCH
     return _next_batch_size(last.profiles, last.profiles, last.duration_ms / 1000)
