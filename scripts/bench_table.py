@@ -28,9 +28,16 @@ def contenders(result) -> list[str]:
         f"{s['ours']['n']} rounds | median s | min-max s | profiles/s | ours / it |",
         "|---|---:|---:|---:|---:|",
     ]
-    for key, label in LABELS.items():
-        f = s[key]
-        ratio = "" if key == "ours" else f"{r[f'ours_over_{key}']:.2f}"
+    labels = {**LABELS, **result.get("labels", {})}
+    runner_rows = [key for key in labels if key.startswith("ours_")]
+    for key in [*LABELS, *runner_rows]:
+        label, f = labels[key], s[key]
+        if key == "ours":
+            ratio = ""
+        elif key in runner_rows:
+            ratio = f"{r[f'{key}_over_best_floor']:.2f} (over the best floor)"
+        else:
+            ratio = f"{r[f'ours_over_{key}']:.2f}"
         if key == r["best_floor"]:
             label, ratio = f"**{label}** (best floor)", f"**{ratio}**"
         lines.append(
@@ -39,6 +46,13 @@ def contenders(result) -> list[str]:
         )
     lines.append(f"| **ours / best floor** (medians) | **{r['ours_over_best_floor']:.2f}** | | | |")
     rounds = list(zip(*(result["runs"][key] for key in LABELS), strict=True))
+    for key in runner_rows:
+        runs = result["runs"][key]
+        if runs and "wal_mb" in runs[0]:
+            lines.append(
+                f"| {labels[key]}: WAL written (median of rounds) | "
+                f"{statistics.median(x['wal_mb'] for x in runs):.0f} MB | | | |"
+            )
     paired = [
         f"{ours['seconds'] / min(f['seconds'] for f in floors):.2f}" for ours, *floors in rounds
     ]
@@ -60,6 +74,11 @@ def contenders(result) -> list[str]:
         lines.append(
             f"| naive ORM delete (1 run, peak RSS {naive['peak_rss_mb']:.0f} MB) | "
             f"{naive['seconds']:.2f} | | | |"
+        )
+    if "wal_mb" in ours:
+        lines.append(
+            f"| ours: WAL written (median run; pg_stat_wal) | {ours['wal_mb']:.0f} MB; "
+            f"{ours['pg_stat_wal_mb']:.0f} MB | | | |"
         )
     lines.append(
         f"| ours: batches; mean, longest batch; worker peak RSS (median run) | "

@@ -36,7 +36,7 @@ from itertools import pairwise
 
 from django.apps import apps
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from profiles.erasure import ANONYMIZED_ON, erased_repr, kept_rows, personal_data_left_sql
@@ -81,7 +81,20 @@ class DeletionReport:
 
 
 def deletion_verify(*, job: DeletionJob) -> DeletionReport:
-    """Check the job's invariants; the report says what holds and what does not."""
+    """Check the job's invariants; the report says what holds and what does not.
+
+    Every check reads one snapshot of the database (REPEATABLE READ), so a
+    job still running, one runner or several, is seen at one moment: its
+    counters, cursors and profiles all as of the same commit."""
+    if connection.in_atomic_block:
+        return _verify(job)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return _verify(job)
+
+
+def _verify(job: DeletionJob) -> DeletionReport:
     job.refresh_from_db()
     report = DeletionReport(job)
     handled = _handled_snapshot(job)
