@@ -70,6 +70,15 @@ def contenders(result) -> list[str]:
     loaded, naive = result.get("ours_under_load"), result.get("naive")
     if loaded:
         lines.append(f"| ours with pages+API busy (1 run) | {loaded['seconds']:.2f} | | | |")
+    for n, run in result.get("ours_under_load_by_runners", {}).items():
+        outside = run["latency"].get("ingest outside", {})
+        if n == "1" or not outside.get("during"):
+            continue
+        idle, during = outside["idle"]["p99_ms"], outside["during"]["p99_ms"]
+        lines.append(
+            f"| ours, {n} runners, pages+API busy (1 run); ingestion outside p99 idle -> "
+            f"during | {run['seconds']:.2f} | {idle} -> {during} ms | | |"
+        )
     if naive:
         lines.append(
             f"| naive ORM delete (1 run, peak RSS {naive['peak_rss_mb']:.0f} MB) | "

@@ -951,9 +951,16 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
             runs["floor_join"].append(run_floor(dbs, names["floor_join"], log))
             done(names["floor_join"])
         if config.http:
-            # The same job again while the pages and the API are under load.
-            result["ours_under_load"] = run_ours(config, dbs, names["ours"], log, http=True)
-            done(names["ours"])
+            # The same job again while the pages and the API are under load,
+            # with each runner count.
+            loaded = {}
+            for runners in config.runners:
+                loaded[runners] = run_ours(
+                    config, dbs, names["ours"], log, http=True, runners=runners
+                )
+                done(names["ours"])
+            result["ours_under_load"] = loaded[config.runners[0]]
+            result["ours_under_load_by_runners"] = {str(n): loaded[n] for n in loaded}
         if config.phases:
             result["phases"] = run_phases(dbs, names["phases"], log)
             done(names["phases"])
@@ -1039,6 +1046,7 @@ def _ratio(a, b):
 def verified(result) -> bool:
     ok = True
     parts = [result.get("ours_under_load"), result.get("naive")]
+    parts += list(result.get("ours_under_load_by_runners", {}).values())
     parts += [run for runs in result.get("runs", {}).values() for run in runs]
     for part in filter(None, parts):
         ok &= part["survivors_unchanged"] and part["campaign_counts_unchanged"]
@@ -1140,6 +1148,18 @@ def format_table(result) -> str:
         lines.append(
             f"naive (ORM delete): {naive['seconds']:.2f} s, peak RSS {naive['peak_rss_mb']} MB"
         )
+    by_runners = result.get("ours_under_load_by_runners", {})
+    if len(by_runners) > 1:
+        lines.append("ingestion outside the segment, p99 ms idle -> during the job:")
+        for n, run in by_runners.items():
+            figures = run["latency"].get("ingest outside", {})
+            idle, during = figures.get("idle", {}), figures.get("during", {})
+            if idle and during:
+                lines.append(
+                    f"  {n} runner{'s' if n != '1' else ''}: {idle['p99_ms']} -> "
+                    f"{during['p99_ms']} ({during['p99_ms'] / idle['p99_ms']:.1f}x), "
+                    f"job {run['seconds']:.2f} s"
+                )
     if ours["latency"]:
         lines += ["", f"{'latency (ms)':22}{'idle p50/p95/p99':>24}{'during job p50/p95/p99':>28}"]
         for name, figures in ours["latency"].items():

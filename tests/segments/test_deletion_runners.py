@@ -123,9 +123,13 @@ def test_each_runner_deletes_only_its_range_and_the_last_one_ends_the_job_once(
     assert rows_of(population.survivors) == survivors
     assert activity_counts() == activity
 
-    # A late second delivery of either runner, or of the job, changes nothing.
+    # A late second delivery of either runner, or of the job, changes nothing;
+    # nor does a second runner's (or a failing runner's) call to end it.
     assert run(job, runner=0) == "finished"
     assert run(job) == "finished"
+    assert deletion._finish(job.pk, None, if_active=True) is None
+    assert deletion._finish(job.pk, DeletionJob.Status.FAILED, if_active=True) is None
+    assert state(job).status == "completed"
     assert DeletionNotice.objects.filter(job=job).count() == 1
 
 
