@@ -846,6 +846,13 @@ def run_ours(
         )
         batch_ms = [ms for _, ms in batch_log]
         seconds = (job.finished_at - job.started_at).total_seconds()
+        with connection.cursor() as cursor:
+            # What a job keeps per deleted profile: its snapshot and receipt rows.
+            cursor.execute(
+                "SELECT pg_total_relation_size('segments_deletionjobprofile'), "
+                "pg_total_relation_size('segments_deletionreceiptentry')"
+            )
+            snapshot_bytes, receipt_bytes = cursor.fetchone()
         figures.update(
             status=job.status,
             error=job.error,
@@ -867,6 +874,8 @@ def run_ours(
             # emails are not in it; nothing else should write meanwhile).
             wal_mb=round((wal_after["lsn"] - wal_before["lsn"]) / 2**20, 1),
             pg_stat_wal_mb=round((wal_after["wal_bytes"] - wal_before["wal_bytes"]) / 2**20, 1),
+            snapshot_bytes_per_profile=round(snapshot_bytes / job.total) if job.total else None,
+            receipt_bytes_per_profile=round(receipt_bytes / job.total) if job.total else None,
             survivors_unchanged=survivor_checksums(
                 doomed_sql, params, max_profile_id=before["max_profile_id"]
             )
