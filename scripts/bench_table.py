@@ -46,13 +46,6 @@ def contenders(result) -> list[str]:
         )
     lines.append(f"| **ours / best floor** (medians) | **{r['ours_over_best_floor']:.2f}** | | | |")
     rounds = list(zip(*(result["runs"][key] for key in LABELS), strict=True))
-    for key in runner_rows:
-        runs = result["runs"][key]
-        if runs and "wal_mb" in runs[0]:
-            lines.append(
-                f"| {labels[key]}: WAL written (median of rounds) | "
-                f"{statistics.median(x['wal_mb'] for x in runs):.0f} MB | | | |"
-            )
     paired = [
         f"{ours['seconds'] / min(f['seconds'] for f in floors):.2f}" for ours, *floors in rounds
     ]
@@ -94,6 +87,13 @@ def contenders(result) -> list[str]:
         f"{ours['batches']}; {ours['mean_batch_ms']}, {ours['longest_batch_ms']} ms; "
         f"{ours['worker_peak_rss_mb']} MB | | | |"
     )
+    for key in runner_rows:
+        runs = result["runs"][key]
+        if runs and "wal_mb" in runs[0]:
+            lines.append(
+                f"| {labels[key]}: WAL written (median of rounds) | "
+                f"{statistics.median(x['wal_mb'] for x in runs):.0f} MB | | | |"
+            )
     return lines
 
 
