@@ -251,3 +251,22 @@ def test_a_job_begun_by_one_runner_goes_on_with_one(population, alice, enqueued,
     assert run(job) == "completed"
     assert not DeletionRunner.objects.exists()
     assert deletion_verify(job=job).ok
+
+
+def test_an_old_link_to_a_profile_a_runner_deleted_names_the_running_job(
+    population, alice, bob, client, two_runners, enqueued
+):
+    job = start(population, alice)
+    run(job)
+    first, second = runners_of(job)
+    assert run(job, runner=1) == "done"
+    assert state(job).status == "running"
+    client.force_login(bob)
+    erased = next(pk for pk in population.doomed if second.low <= pk <= second.high)
+    html = client.get(f"/profiles/{erased}/").content.decode()
+    assert "This profile was deleted" in html and population.segment.name in html
+    # Runner 0 has not reached its profiles: gone by other means is not blamed on the job.
+    untouched = next(pk for pk in population.doomed if first.low <= pk <= first.high)
+    Profile.objects.filter(pk=untouched).delete()
+    html = client.get(f"/profiles/{untouched}/").content.decode()
+    assert "This profile was deleted" not in html
