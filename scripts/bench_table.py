@@ -28,9 +28,16 @@ def contenders(result) -> list[str]:
         f"{s['ours']['n']} rounds | median s | min-max s | profiles/s | ours / it |",
         "|---|---:|---:|---:|---:|",
     ]
-    for key, label in LABELS.items():
-        f = s[key]
-        ratio = "" if key == "ours" else f"{r[f'ours_over_{key}']:.2f}"
+    labels = {**LABELS, **result.get("labels", {})}
+    runner_rows = [key for key in labels if key.startswith("ours_")]
+    for key in [*LABELS, *runner_rows]:
+        label, f = labels[key], s[key]
+        if key == "ours":
+            ratio = ""
+        elif key in runner_rows:
+            ratio = f"{r[f'{key}_over_best_floor']:.2f} (over the best floor)"
+        else:
+            ratio = f"{r[f'ours_over_{key}']:.2f}"
         if key == r["best_floor"]:
             label, ratio = f"**{label}** (best floor)", f"**{ratio}**"
         lines.append(
@@ -56,16 +63,37 @@ def contenders(result) -> list[str]:
     loaded, naive = result.get("ours_under_load"), result.get("naive")
     if loaded:
         lines.append(f"| ours with pages+API busy (1 run) | {loaded['seconds']:.2f} | | | |")
+    for n, run in result.get("ours_under_load_by_runners", {}).items():
+        outside = run["latency"].get("ingest outside", {})
+        if n == "1" or not outside.get("during"):
+            continue
+        idle, during = outside["idle"]["p99_ms"], outside["during"]["p99_ms"]
+        lines.append(
+            f"| ours, {n} runners, pages+API busy (1 run); ingestion outside p99 idle -> "
+            f"during | {run['seconds']:.2f} | {idle} -> {during} ms | | |"
+        )
     if naive:
         lines.append(
             f"| naive ORM delete (1 run, peak RSS {naive['peak_rss_mb']:.0f} MB) | "
             f"{naive['seconds']:.2f} | | | |"
+        )
+    if "wal_mb" in ours:
+        lines.append(
+            f"| ours: WAL written (median run; pg_stat_wal) | {ours['wal_mb']:.0f} MB; "
+            f"{ours['pg_stat_wal_mb']:.0f} MB | | | |"
         )
     lines.append(
         f"| ours: batches; mean, longest batch; worker peak RSS (median run) | "
         f"{ours['batches']}; {ours['mean_batch_ms']}, {ours['longest_batch_ms']} ms; "
         f"{ours['worker_peak_rss_mb']} MB | | | |"
     )
+    for key in runner_rows:
+        runs = result["runs"][key]
+        if runs and "wal_mb" in runs[0]:
+            lines.append(
+                f"| {labels[key]}: WAL written (median of rounds) | "
+                f"{statistics.median(x['wal_mb'] for x in runs):.0f} MB | | | |"
+            )
     return lines
 
 

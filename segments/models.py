@@ -240,6 +240,45 @@ class DeletionJobProfile(models.Model):
         return f"{self.profile_id} in job {self.job_id}"
 
 
+class DeletionRunner(models.Model):
+    """One of the batch runners of a job run in parallel (DELETION_RUNNERS > 1).
+
+    Each runner owns the snapshot ids from ``low`` to ``high`` (inclusive;
+    the runners' ranges are disjoint and cover the snapshot, cut when the job
+    first runs) and keeps its own ``cursor`` (the highest id of its range
+    already handled) and set-aside ids, which move in the transaction of the
+    batch they cover, as the job's do for a single runner. The job's
+    counters are the sum of its runners' batches. A job run by one runner
+    has no rows here.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Working"
+        # Saw the job cancelled, or ended by another runner, before its end.
+        STOPPED = "stopped", "Stopped"
+        # Its whole range handled, nothing set aside.
+        DONE = "done", "Done"
+
+    job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="runners")
+    number = models.PositiveSmallIntegerField()
+    low = models.BigIntegerField()
+    high = models.BigIntegerField()
+    cursor = models.BigIntegerField()
+    deferred_profile_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
+    total = models.PositiveIntegerField("snapshot rows in its range")
+    handled = models.PositiveIntegerField("deleted or found gone", default=0)
+    batches = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="one_runner_number_per_job")
+        ]
+
+    def __str__(self):
+        return f"Runner {self.number} of job {self.job_id}: {self.low}-{self.high}"
+
+
 class DeletionReceiptEntry(models.Model):
     """One erased profile in a job's receipt: SHA-256 digests of its user id
     (as stored) and of its email (trimmed, lower-cased), never the values.

@@ -8,8 +8,8 @@ from segments.deletion import watchdog
 from segments.retention import services as retention
 
 
-def run_deletion_job(job_id: int) -> str:
-    return deletion.deletion_run(job_id=job_id)
+def run_deletion_job(job_id: int, runner: int | None = None) -> str:
+    return deletion.deletion_run(job_id=job_id, runner=runner)
 
 
 def deletion_watchdog() -> list[int]:

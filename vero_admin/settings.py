@@ -317,6 +317,14 @@ DELETION_TERMINATE_AFTER_SECONDS = env_int(
 # when only they are left, the job waits this long for them, then stops with
 # the reason (who holds them) so an Editor can resume it later.
 DELETION_LOCK_WAIT_SECONDS = env_int("DELETION_LOCK_WAIT_SECONDS", 300)
+# Batch runners one deletion job runs in parallel, each over its own part of
+# the snapshot (segments.deletion.services). 1 by default: a batch's work is
+# done by PostgreSQL, so a second runner only helps while the database has a
+# core to spare, and takes it from ingestion when it has not (README,
+# "Parallel runners").
+DELETION_RUNNERS = env_int("DELETION_RUNNERS", 1)
+if not 1 <= DELETION_RUNNERS <= 16:
+    raise ImproperlyConfigured(f"DELETION_RUNNERS must be from 1 to 16; got {DELETION_RUNNERS}")
 # Every ended deletion's receipt is also written here as a file, outside the
 # database, so `manage.py reapply_deletions` can redo the deletions a restored
 # backup brings back. Keep it out of the database's backups' reach: a restore

@@ -94,7 +94,12 @@ def _deletion_job_of_profile(profile_id: int) -> DeletionJob | None:
     jobs, not a scan of every snapshot row."""
     return (
         DeletionJob.objects.filter(snapshot__profile_id=profile_id)
-        .filter(Q(status=DeletionJob.Status.COMPLETED) | Q(cursor__gte=profile_id))
+        .filter(
+            Q(status=DeletionJob.Status.COMPLETED)
+            | Q(cursor__gte=profile_id)
+            # A job run by parallel runners: the runner whose range holds it.
+            | Q(runners__low__lte=profile_id, runners__cursor__gte=profile_id)
+        )
         .exclude(deferred_profile_ids__contains=[profile_id])
         .order_by("-created_at", "-id")
         .first()

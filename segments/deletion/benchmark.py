@@ -58,6 +58,8 @@ class BenchConfig:
     keep: bool = False
     repeat: int = 3
     phases: bool = True
+    # DELETION_RUNNERS for each measured run of ours, every round.
+    runners: tuple = (1,)
 
 
 @dataclass
@@ -718,7 +720,22 @@ def _confirm_bench_job(username: str):
     return job, doomed_sql, params, survivor_checksums(doomed_sql, params), campaign_counts()
 
 
-def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool) -> dict:
+def wal_position(dbs: Databases) -> dict:
+    """Where the server's WAL is: its insert position, and pg_stat_wal's
+    bytes (flushed by each backend as its transactions end; the caller reads
+    it after the worker's sessions have closed)."""
+    with dbs._admin() as admin:
+        admin.execute("SELECT pg_stat_clear_snapshot()")
+        lsn, written = admin.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, "
+            "(SELECT wal_bytes FROM pg_stat_wal)::bigint"
+        ).fetchone()
+    return {"lsn": lsn, "wal_bytes": written}
+
+
+def run_ours(
+    config: BenchConfig, dbs: Databases, name: str, log, *, http: bool, runners: int = 1
+) -> dict:
     dbs.recreate(name, template=dbs.template)
     url = dbs.url(name)
     with dbs.use(name):
@@ -738,7 +755,7 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
         cookie = _session_cookie(user) if http else None
         api_key = _api_key() if http else None
 
-    figures = {"total": job.total}
+    figures = {"total": job.total, "runners": runners}
     latency = {}
     if http:
         server = Server(url).__enter__()
@@ -779,9 +796,15 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
                 latency[key] = {"idle": _latency_summary(samples), "idle_errors": idle.errors[key]}
             log("  idle latencies measured")
 
+        wal_before = wal_position(dbs)
         cluster = subprocess.Popen(
             [sys.executable, str(BASE_DIR / "manage.py"), "qcluster"],
-            env={**production_env(url), "Q_WORKERS": "1"},
+            # A worker per runner (the job's own task only hands out theirs).
+            env={
+                **production_env(url),
+                "Q_WORKERS": str(runners),
+                "DELETION_RUNNERS": str(runners),
+            },
             cwd=BASE_DIR,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -808,6 +831,8 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
             for key, samples in busy.samples.items():
                 latency[key]["during"] = _latency_summary(samples)
                 latency[key]["during_errors"] = busy.errors[key]
+        time.sleep(0.5)  # the worker's sessions flush their statistics as they close
+        wal_after = wal_position(dbs)
     finally:
         if http:
             server.__exit__(None, None, None)
@@ -821,6 +846,13 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
         )
         batch_ms = [ms for _, ms in batch_log]
         seconds = (job.finished_at - job.started_at).total_seconds()
+        with connection.cursor() as cursor:
+            # What a job keeps per deleted profile: its snapshot and receipt rows.
+            cursor.execute(
+                "SELECT pg_total_relation_size('segments_deletionjobprofile'), "
+                "pg_total_relation_size('segments_deletionreceiptentry')"
+            )
+            snapshot_bytes, receipt_bytes = cursor.fetchone()
         figures.update(
             status=job.status,
             error=job.error,
@@ -838,6 +870,12 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
             p95_batch_ms=percentile(batch_ms, 95),
             mean_batch_ms=round(statistics.mean(batch_ms), 1) if batch_ms else None,
             worker_peak_rss_mb=round(rss.peak_worker / 2**20, 1),
+            # The whole server's WAL while the job ran (its receipt file and
+            # emails are not in it; nothing else should write meanwhile).
+            wal_mb=round((wal_after["lsn"] - wal_before["lsn"]) / 2**20, 1),
+            pg_stat_wal_mb=round((wal_after["wal_bytes"] - wal_before["wal_bytes"]) / 2**20, 1),
+            snapshot_bytes_per_profile=round(snapshot_bytes / job.total) if job.total else None,
+            receipt_bytes_per_profile=round(receipt_bytes / job.total) if job.total else None,
             survivors_unchanged=survivor_checksums(
                 doomed_sql, params, max_profile_id=before["max_profile_id"]
             )
@@ -846,7 +884,11 @@ def run_ours(config: BenchConfig, dbs: Databases, name: str, log, *, http: bool)
             leftovers=leftovers(doomed_sql, params),
             latency=latency,
         )
-    log(f"  ours: {job.deleted:,} profiles in {seconds:.2f}s ({job.status})")
+    log(
+        f"  ours, {runners} runner{'s' if runners != 1 else ''}: {job.deleted:,} profiles in "
+        f"{seconds:.2f}s ({job.status}); WAL {figures['wal_mb']} MB "
+        f"(pg_stat_wal {figures['pg_stat_wal_mb']} MB)"
+    )
     return figures
 
 
@@ -860,6 +902,19 @@ CONTENDERS = {
     "floor_join": "floor: one txn, joins",
 }
 FLOORS = ("floor_loop", "floor_array", "floor_join")
+
+
+def ours_key(runners: int) -> str:
+    """Ours with one runner is "ours", as before runners existed."""
+    return "ours" if runners == 1 else f"ours_{runners}_runners"
+
+
+def contenders(config: BenchConfig) -> dict:
+    ours = {
+        ours_key(n): CONTENDERS["ours"] if n == 1 else f"ours, {n} parallel runners"
+        for n in config.runners
+    }
+    return {**ours, **{key: CONTENDERS[key] for key in FLOORS}}
 
 
 def spread(values) -> dict:
@@ -878,7 +933,8 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
     data = build_template(config, dbs, log)
     names = {k: f"{config.prefix}_{k}" for k in ("ours", *FLOORS, "naive", "phases")}
     result = {"data": data, "machine": machine_info(dbs)}
-    runs = {key: [] for key in CONTENDERS}
+    keys = contenders(config)
+    runs = {key: [] for key in keys}
 
     def done(name):
         if not config.keep:
@@ -890,13 +946,13 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
         # loop floor takes the batch sizes our job chose in the same round.
         for i in range(config.repeat):
             log(f"Round {i + 1} of {config.repeat}")
-            ours = run_ours(config, dbs, names["ours"], log, http=False)
-            runs["ours"].append(ours)
-            done(names["ours"])
+            for runners in config.runners:
+                ours = run_ours(config, dbs, names["ours"], log, http=False, runners=runners)
+                runs[ours_key(runners)].append(ours)
+                done(names["ours"])
+            sizes = runs[ours_key(config.runners[0])][-1]["batch_sizes"]
             runs["floor_loop"].append(
-                run_floor_plpgsql(
-                    dbs, names["floor_loop"], log, batch_sizes=ours["batch_sizes"] or [1000]
-                )
+                run_floor_plpgsql(dbs, names["floor_loop"], log, batch_sizes=sizes or [1000])
             )
             done(names["floor_loop"])
             runs["floor_array"].append(run_floor_plpgsql(dbs, names["floor_array"], log))
@@ -904,9 +960,16 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
             runs["floor_join"].append(run_floor(dbs, names["floor_join"], log))
             done(names["floor_join"])
         if config.http:
-            # The same job again while the pages and the API are under load.
-            result["ours_under_load"] = run_ours(config, dbs, names["ours"], log, http=True)
-            done(names["ours"])
+            # The same job again while the pages and the API are under load,
+            # with each runner count.
+            loaded = {}
+            for runners in config.runners:
+                loaded[runners] = run_ours(
+                    config, dbs, names["ours"], log, http=True, runners=runners
+                )
+                done(names["ours"])
+            result["ours_under_load"] = loaded[config.runners[0]]
+            result["ours_under_load_by_runners"] = {str(n): loaded[n] for n in loaded}
         if config.phases:
             result["phases"] = run_phases(dbs, names["phases"], log)
             done(names["phases"])
@@ -918,19 +981,28 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
             for name in [*names.values(), dbs.template]:
                 dbs.drop(name)
     result["runs"] = runs
-    result["summary"] = {key: spread([r["seconds"] for r in runs[key]]) for key in CONTENDERS}
+    result["labels"] = keys
+    result["summary"] = {key: spread([r["seconds"] for r in runs[key]]) for key in keys}
     # The run of ours with the median time stands for ours in the details.
-    median_ours = sorted(runs["ours"], key=lambda r: r["seconds"])[(config.repeat - 1) // 2]
+    first = ours_key(config.runners[0])
+    median_ours = sorted(runs[first], key=lambda r: r["seconds"])[(config.repeat - 1) // 2]
     latency = result.get("ours_under_load", {}).get("latency", {})
     result["ours"] = {**median_ours, "latency": latency}
     result["floor"] = runs["floor_join"][0]
     summary = result["summary"]
     best = min(FLOORS, key=lambda key: summary[key]["median"])
-    ours_s = summary["ours"]["median"]
+    ours_s = summary[first]["median"]
     result["ratios"] = {
         "best_floor": best,
         "ours_over_best_floor": _ratio(ours_s, summary[best]["median"]),
         **{f"ours_over_{key}": _ratio(ours_s, summary[key]["median"]) for key in FLOORS},
+        **{
+            f"{ours_key(n)}_over_best_floor": _ratio(
+                summary[ours_key(n)]["median"], summary[best]["median"]
+            )
+            for n in config.runners
+            if n != 1
+        },
         "naive_over_ours": _ratio(result.get("naive", {}).get("seconds"), ours_s),
         "seconds_per_10k_profiles": _ratio(ours_s * 10_000, result["ours"]["deleted"]),
     }
@@ -983,6 +1055,7 @@ def _ratio(a, b):
 def verified(result) -> bool:
     ok = True
     parts = [result.get("ours_under_load"), result.get("naive")]
+    parts += list(result.get("ours_under_load_by_runners", {}).values())
     parts += [run for runs in result.get("runs", {}).values() for run in runs]
     for part in filter(None, parts):
         ok &= part["survivors_unchanged"] and part["campaign_counts_unchanged"]
@@ -991,7 +1064,13 @@ def verified(result) -> bool:
     if phases:
         ok &= phases["status"] == "completed" and phases["survivors_unchanged"]
         ok &= phases["campaign_counts_unchanged"] and not any(phases["leftovers"].values())
-    for ours in [*result.get("runs", {}).get("ours", []), result.get("ours_under_load")]:
+    ours_runs = [
+        run
+        for key, runs in result.get("runs", {}).items()
+        if key.startswith("ours")
+        for run in runs
+    ]
+    for ours in [*ours_runs, result.get("ours_under_load")]:
         if ours:
             ok &= ours["status"] == "completed"
             ok &= ours["deleted"] + ours["skipped"] == ours["total"]
@@ -1032,10 +1111,14 @@ def format_table(result) -> str:
         f"{summary['ours']['n']} rounds, contenders alternating on fresh copies; seconds",
         f"{'':36}{'median':>8}{'min-max':>15}{'profiles/s':>12}{'ours / it':>11}",
     ]
-    for key, label in CONTENDERS.items():
+    labels = result.get("labels", CONTENDERS)
+    for key, label in labels.items():
         s = summary[key]
         rate = round(total / s["median"]) if s["median"] else 0
-        ratio = "" if key == "ours" else f"{r[f'ours_over_{key}']:.2f}"
+        if key.startswith("ours"):
+            ratio = "" if key == "ours" else f"{r[f'{key}_over_best_floor']:.2f}*"
+        else:
+            ratio = f"{r[f'ours_over_{key}']:.2f}"
         lines.append(
             f"{label:36}{s['median']:>8.2f}{s['min']:>8.2f}-{s['max']:<6.2f}{rate:>12,}{ratio:>11}"
         )
@@ -1048,6 +1131,16 @@ def format_table(result) -> str:
         f"p95 {ours['p95_batch_ms']} ms, mean {ours['mean_batch_ms']} ms; "
         f"worker peak RSS {ours['worker_peak_rss_mb']} MB",
     ]
+    if any(key.startswith("ours_") for key in labels):
+        lines.append("* a row of parallel runners: it over the best floor (medians)")
+    for key in labels:
+        if key.startswith("ours") and result["runs"][key] and "wal_mb" in result["runs"][key][0]:
+            wal = statistics.median(run["wal_mb"] for run in result["runs"][key])
+            stat = statistics.median(run["pg_stat_wal_mb"] for run in result["runs"][key])
+            lines.append(
+                f"WAL, {labels[key]}: {wal} MB (pg_stat_wal {stat} MB) for {total:,} profiles "
+                f"deleted, {wal * 1_000_000 / total / 1024:.2f} GB per million (median of rounds)"
+            )
     loop = result["runs"]["floor_loop"]
     if loop and loop[0].get("mean_batch_ms") is not None:
         lines.append(
@@ -1064,6 +1157,18 @@ def format_table(result) -> str:
         lines.append(
             f"naive (ORM delete): {naive['seconds']:.2f} s, peak RSS {naive['peak_rss_mb']} MB"
         )
+    by_runners = result.get("ours_under_load_by_runners", {})
+    if len(by_runners) > 1:
+        lines.append("ingestion outside the segment, p99 ms idle -> during the job:")
+        for n, run in by_runners.items():
+            figures = run["latency"].get("ingest outside", {})
+            idle, during = figures.get("idle", {}), figures.get("during", {})
+            if idle and during:
+                lines.append(
+                    f"  {n} runner{'s' if n != '1' else ''}: {idle['p99_ms']} -> "
+                    f"{during['p99_ms']} ({during['p99_ms'] / idle['p99_ms']:.1f}x), "
+                    f"job {run['seconds']:.2f} s"
+                )
     if ours["latency"]:
         lines += ["", f"{'latency (ms)':22}{'idle p50/p95/p99':>24}{'during job p50/p95/p99':>28}"]
         for name, figures in ours["latency"].items():

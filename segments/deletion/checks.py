@@ -17,6 +17,9 @@ ask the same questions after a job, whatever happened to it on the way:
   "… of an erased person" with no change message.
 - The job's counters agree with its snapshot: deleted + skipped is the number
   of snapshot rows up to the cursor, and the total once it completed.
+- A job run by parallel runners: each runner's cursor stands for the
+  cursor above, over its own range; the ranges are disjoint and together
+  the whole snapshot, and the runners' counts add up to the job's.
 - Its receipt holds digests only, one entry per deleted profile, in the
   database and (once the job has ended) in its file in DELETION_RECEIPTS_DIR;
   and every email or user-id value in its rules (summary and file) is a
@@ -29,10 +32,11 @@ The tables come from ``Profile._meta.related_objects``, as in
 
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
+from itertools import pairwise
 
 from django.apps import apps
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from profiles.erasure import ANONYMIZED_ON, erased_repr, kept_rows, personal_data_left_sql
@@ -45,7 +49,12 @@ from segments.deletion.receipts import (
     receipt_rules_redacted,
     receipt_summary,
 )
-from segments.models import DeletionJob, DeletionJobProfile, DeletionReceiptEntry
+from segments.models import (
+    DeletionJob,
+    DeletionJobProfile,
+    DeletionReceiptEntry,
+    DeletionRunner,
+)
 
 SAMPLE_SIZE = 5
 
@@ -72,7 +81,20 @@ class DeletionReport:
 
 
 def deletion_verify(*, job: DeletionJob) -> DeletionReport:
-    """Check the job's invariants; the report says what holds and what does not."""
+    """Check the job's invariants; the report says what holds and what does not.
+
+    Every check reads one snapshot of the database (REPEATABLE READ), so a
+    job still running, one runner or several, is seen at one moment: its
+    counters, cursors and profiles all as of the same commit."""
+    if connection.in_atomic_block:
+        return _verify(job)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return _verify(job)
+
+
+def _verify(job: DeletionJob) -> DeletionReport:
     job.refresh_from_db()
     report = DeletionReport(job)
     handled = _handled_snapshot(job)
@@ -82,6 +104,8 @@ def deletion_verify(*, job: DeletionJob) -> DeletionReport:
     if apps.is_installed("django.contrib.admin"):
         report.findings.append(_admin_log_clean(job, handled))
     report.findings.extend(_counters_agree(job))
+    if _has_runners(job):
+        report.findings.extend(_runners_agree(job))
     report.findings.extend(_receipt_holds_digests_only(job))
     return report
 
@@ -91,12 +115,26 @@ def _handled_snapshot(job: DeletionJob) -> tuple[str, list]:
     table = connection.ops.quote_name(DeletionJobProfile._meta.db_table)
     if job.status == DeletionJob.Status.COMPLETED:
         return f"SELECT profile_id FROM {table} WHERE job_id = %s", [job.pk]  # noqa: S608
+    if _has_runners(job):
+        return _handled_by_runners(job)
     # Profiles set aside because someone else held them are behind the
     # cursor but not handled yet.
     return (
         f"SELECT profile_id FROM {table} WHERE job_id = %s AND profile_id <= %s "  # noqa: S608
         "AND NOT profile_id = ANY(%s)",
         [job.pk, job.cursor, list(job.deferred_profile_ids)],
+    )
+
+
+def _handled_by_runners(job: DeletionJob) -> tuple[str, list]:
+    """Each runner's range up to its cursor, less what it set aside."""
+    table = connection.ops.quote_name(DeletionJobProfile._meta.db_table)
+    runners = connection.ops.quote_name(DeletionRunner._meta.db_table)
+    return (
+        f"SELECT s.profile_id FROM {table} s JOIN {runners} r "  # noqa: S608
+        'ON r.job_id = s.job_id AND s.profile_id BETWEEN r.low AND r."cursor" '
+        "WHERE s.job_id = %s AND NOT s.profile_id = ANY(r.deferred_profile_ids)",
+        [job.pk],
     )
 
 
@@ -108,7 +146,13 @@ def _scope(job: DeletionJob) -> str:
         if job.deferred_profile_ids
         else ""
     )
+    if _has_runners(job):
+        return f"the snapshot up to its runners' cursors{aside}"
     return f"the snapshot up to the cursor ({job.cursor}){aside}"
+
+
+def _has_runners(job: DeletionJob) -> bool:
+    return DeletionRunner.objects.filter(job=job).exists()
 
 
 def _profiles_gone(job: DeletionJob, handled: tuple[str, list]) -> Finding:
@@ -278,11 +322,17 @@ def _admin_log_clean(job: DeletionJob, handled: tuple[str, list]) -> Finding:
 def _counters_agree(job: DeletionJob) -> list[Finding]:
     snapshot = DeletionJobProfile.objects.filter(job=job)
     snapshot_total = snapshot.count()
-    up_to_cursor = (
-        snapshot.filter(profile_id__lte=job.cursor)
-        .exclude(profile_id__in=job.deferred_profile_ids)
-        .count()
-    )
+    if _has_runners(job):
+        sql, params = _handled_by_runners(job)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM ({sql}) h", params)  # noqa: S608
+            up_to_cursor = cursor.fetchone()[0]
+    else:
+        up_to_cursor = (
+            snapshot.filter(profile_id__lte=job.cursor)
+            .exclude(profile_id__in=job.deferred_profile_ids)
+            .count()
+        )
     findings = [
         Finding(
             "total",
@@ -314,6 +364,41 @@ def _counters_agree(job: DeletionJob) -> list[Finding]:
             )
         )
     return findings
+
+
+def _runners_agree(job: DeletionJob) -> list[Finding]:
+    """The runners' ranges are disjoint and cover the snapshot; their counts
+    and set-aside ids add up to the job's."""
+    runners = list(DeletionRunner.objects.filter(job=job).order_by("low"))
+    overlaps = [f"{a.number} and {b.number}" for a, b in pairwise(runners) if b.low <= a.high]
+    table = connection.ops.quote_name(DeletionJobProfile._meta.db_table)
+    runner_table = connection.ops.quote_name(DeletionRunner._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM {table} s WHERE s.job_id = %s AND NOT EXISTS ("  # noqa: S608
+            f"SELECT 1 FROM {runner_table} r WHERE r.job_id = s.job_id "
+            "AND s.profile_id BETWEEN r.low AND r.high)",
+            [job.pk],
+        )
+        outside = cursor.fetchone()[0]
+    handled = sum(runner.handled for runner in runners)
+    aside = sorted(pk for runner in runners for pk in runner.deferred_profile_ids)
+    return [
+        Finding(
+            "runner ranges",
+            not overlaps and not outside,
+            f"The {len(runners)} runners' ranges are disjoint and cover the snapshot."
+            if not overlaps and not outside
+            else f"Runners {', '.join(overlaps) or '-'} overlap; {outside:,} snapshot rows "
+            "are in no runner's range.",
+        ),
+        Finding(
+            "runner counts",
+            handled == job.handled and aside == sorted(job.deferred_profile_ids),
+            f"The runners handled {handled:,} profiles and set {len(aside):,} aside; the job "
+            f"says {job.handled:,} and {len(job.deferred_profile_ids):,}.",
+        ),
+    ]
 
 
 def _sample(ids: list[int]) -> str:

@@ -21,6 +21,15 @@ The guarantees, and where each one comes from:
   heartbeat on the job lets the watchdog resume a job whose worker died;
   after ``MAX_ATTEMPTS`` interruptions in a row without a committed batch the
   job is marked failed with the reason, and an Editor can resume it.
+- Parallel runners (DELETION_RUNNERS > 1): the job's first run cuts its
+  snapshot into disjoint ranges, one ``DeletionRunner`` row each, and
+  enqueues one task per range. Each runner holds its own advisory lock and
+  the job's lock shared (so the watchdog, which takes the job's lock alone,
+  never acts while one works); its batches are the same as a single
+  runner's, with its own cursor row locked instead of the job's, and add
+  their counters to the job's row in their last statement, which rolls the
+  batch back if the job has ended meanwhile. The job ends once, in
+  ``_finish``, by whichever runner finds every runner done or stopped.
 """
 
 import logging
@@ -52,6 +61,7 @@ from segments.models import (
     DeletionBatch,
     DeletionJob,
     DeletionJobProfile,
+    DeletionRunner,
     Segment,
     SegmentMembership,
 )
@@ -62,6 +72,8 @@ logger = logging.getLogger(__name__)
 
 # pg_advisory_lock(key1, key2): our namespace, then the job id.
 ADVISORY_NAMESPACE = 0x5E6D
+# A parallel runner's own lock: this plus its number, then the job id.
+RUNNER_NAMESPACE = 0x5E6D0000
 # Batches are sized to take about this long, to keep locks short.
 TARGET_BATCH_SECONDS = 0.25
 MIN_BATCH, FIRST_BATCH, MAX_BATCH = 50, 1000, 5000
@@ -97,19 +109,22 @@ class StartResult:
     created: bool
 
 
-def deletion_enqueue(*, job_id: int) -> None:
-    """Hand the job to a worker once the current transaction commits.
+def deletion_enqueue(*, job_id: int, runner: int | None = None) -> None:
+    """Hand the job (or one of its parallel runners) to a worker once the
+    current transaction commits.
 
     If the queue cannot take it, the failure is logged and the confirmation
     still stands: the watchdog starts a job whose task never came.
     """
     from django_q.tasks import async_task
 
+    args = (job_id,) if runner is None else (job_id, runner)
+    name = f"deletion-{job_id}" if runner is None else f"deletion-{job_id}-runner-{runner}"
     transaction.on_commit(
         lambda: async_task(
             "segments.tasks.run_deletion_job",
-            job_id,
-            task_name=f"deletion-{job_id}-{time.time_ns()}",
+            *args,
+            task_name=f"{name}-{time.time_ns()}",
             group="segment-deletion",
         ),
         robust=True,
@@ -281,6 +296,43 @@ class _AdvisoryLock:
             connection.close()
 
 
+class _RunnerLock(_AdvisoryLock):
+    """A parallel runner's locks: its own (one delivery per runner), and the
+    job's shared with the other runners. The job's dispatch and the watchdog
+    take the job's lock alone, so neither acts while a runner works; both
+    die with the runner's connection."""
+
+    def __init__(self, job_id: int, runner: int):
+        super().__init__(job_id)
+        self.runner = runner
+
+    def _own_key(self) -> list[int]:
+        return [RUNNER_NAMESPACE + self.runner, self.job_id % 2**31]
+
+    def __enter__(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", self._own_key())
+            if not cursor.fetchone()[0]:
+                return self
+            cursor.execute("SELECT pg_try_advisory_lock_shared(%s, %s)", _lock_key(self.job_id))
+            self.acquired = cursor.fetchone()[0]
+            if not self.acquired:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", self._own_key())
+        return self
+
+    def __exit__(self, *exc):
+        if not self.acquired:
+            return
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_unlock_shared(%s, %s), pg_advisory_unlock(%s, %s)",
+                    [*_lock_key(self.job_id), *self._own_key()],
+                )
+        except DatabaseError:
+            connection.close()
+
+
 # Outcomes after which the job must go on in a new task. The task is enqueued
 # only once the advisory lock is released: a worker picking it up while this
 # runner still held the lock would exit as a duplicate, and nothing would
@@ -288,23 +340,29 @@ class _AdvisoryLock:
 CONTINUE = ("continued", "retrying")
 
 
-def deletion_run(*, job_id: int, slice_seconds: float | None = None) -> str:
+def deletion_run(
+    *, job_id: int, slice_seconds: float | None = None, runner: int | None = None
+) -> str:
     """Work on the job for up to ``slice_seconds`` (DELETION_SLICE_SECONDS, far
     below Q_CLUSTER["timeout"]), then continue in a new task.
 
+    A job run by parallel runners (see ``_runners_prepare``) is handed to
+    them instead: each works on its own range as ``runner``.
+
     Returns what happened, for logs and tests: "busy" (another runner has the
     job), "gone", "finished" (already done), "completed", "cancelled",
-    "continued", "retrying" or "failed".
+    "continued", "retrying", "failed", "dispatched" (handed to its runners),
+    or for a runner "done" or "stopped" (its range is, the job goes on).
     """
     if slice_seconds is None:
         slice_seconds = settings.DELETION_SLICE_SECONDS
     try:
-        with _AdvisoryLock(job_id) as lock:
+        with _AdvisoryLock(job_id) if runner is None else _RunnerLock(job_id, runner) as lock:
             if not lock.acquired:
                 logger.info("Deletion job %s already has a runner; this delivery exits.", job_id)
                 return "busy"
             try:
-                outcome = _run_slice(job_id, slice_seconds)
+                outcome = _run_slice(job_id, slice_seconds, runner)
             except (OperationalError, InterfaceError) as exc:
                 # The database went away mid-batch; the batch rolled back.
                 connection.close()
@@ -318,7 +376,10 @@ def deletion_run(*, job_id: int, slice_seconds: float | None = None) -> str:
                     error,
                     "".join(traceback.format_tb(exc.__traceback__)),
                 )
-                _finish(job_id, DeletionJob.Status.FAILED, error=error)
+                # Another runner may have ended the job meanwhile: once only.
+                _finish(
+                    job_id, DeletionJob.Status.FAILED, error=error, if_active=runner is not None
+                )
                 outcome = "failed"
     except (OperationalError, InterfaceError) as exc:
         # Not even the lock could be taken: the database is unreachable. The
@@ -326,8 +387,12 @@ def deletion_run(*, job_id: int, slice_seconds: float | None = None) -> str:
         connection.close()
         logger.warning("Deletion job %s: database unavailable: %s", job_id, exc)
         return "unavailable"
-    if outcome in CONTINUE:
+    if outcome in CONTINUE and runner is None:
         deletion_enqueue(job_id=job_id)
+    elif outcome in CONTINUE:
+        deletion_enqueue(job_id=job_id, runner=runner)
+    elif outcome == "dispatched":
+        _runners_enqueue(job_id)
     return outcome
 
 
@@ -343,7 +408,7 @@ def _error_summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}".strip().rstrip(":")
 
 
-def _run_slice(job_id: int, slice_seconds: float) -> str:
+def _run_slice(job_id: int, slice_seconds: float, runner: int | None = None) -> str:
     job = DeletionJob.objects.filter(pk=job_id).first()
     if job is None:
         return "gone"
@@ -357,14 +422,23 @@ def _run_slice(job_id: int, slice_seconds: float) -> str:
     )
     if not started:
         return "finished"
+    if runner is None and _runners_prepare(job):
+        return "dispatched"
+    if runner is not None and not _runner_is_active(job_id, runner):
+        # Done or stopped already (a second delivery, a resume): the job may
+        # still be owed its ending, if the runner that ended last died first.
+        return _runner_ended(job_id, runner, status=None)
     deadline = time.monotonic() + slice_seconds
-    batch_size = _resumed_batch_size(job_id)
+    batch_size = _resumed_batch_size(job_id, parallel=runner is not None)
     while True:
         # With DEBUG on, Django keeps every query's text; a batch's carries
         # thousands of ids. Memory must not grow with the segment.
         reset_queries()
         try:
-            batch = deletion_run_batch(job_id=job_id, batch_size=batch_size)
+            batch = deletion_run_batch(job_id=job_id, batch_size=batch_size, runner=runner)
+        except JobEnded:
+            # Another runner failed the job while this batch ran; it rolled back.
+            return _runner_ended(job_id, runner, status=DeletionRunner.Status.STOPPED)
         except OperationalError as exc:
             if _sqlstate(exc) not in LOCK_CONFLICTS:
                 raise
@@ -376,6 +450,10 @@ def _run_slice(job_id: int, slice_seconds: float) -> str:
             if time.monotonic() >= deadline:
                 return "continued"
             continue
+        if batch.cancelled and runner is not None:
+            return _runner_ended(job_id, runner, status=DeletionRunner.Status.STOPPED)
+        if batch.handled == 0 and not batch.waiting and runner is not None:
+            return _runner_ended(job_id, runner, status=DeletionRunner.Status.DONE)
         if batch.cancelled:
             # A cancel that arrives after the last batch changes nothing.
             status = (
@@ -412,15 +490,19 @@ def _has_remaining(job_id: int) -> bool:
     )
 
 
-def _resumed_batch_size(job_id: int) -> int:
+def _resumed_batch_size(job_id: int, *, parallel: bool = False) -> int:
     """Go on at the pace the job's last batch measured.
 
     Every slice, and every resume after a crash, is a new task; starting each
     at FIRST_BATCH would open it with a batch that, on a slow database, holds
     its profiles' locks far longer than the target (and ingestion, waiting on
-    them, past its lock timeout).
+    them, past its lock timeout). Parallel runners start together at a
+    share of it each: their first batches run at once on one database.
     """
     last = DeletionBatch.objects.filter(job_id=job_id).order_by("-id").first()
+    if last is None and parallel:
+        count = DeletionRunner.objects.filter(job_id=job_id).count()
+        return max(MIN_BATCH, FIRST_BATCH // max(1, count))
     if last is None:
         return FIRST_BATCH
     return _next_batch_size(last.profiles, last.profiles, last.duration_ms / 1000)
@@ -441,7 +523,7 @@ class BatchResult(NamedTuple):
     cancelled: bool = False  # someone asked to stop: the batch did nothing
 
 
-def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
+def deletion_run_batch(*, job_id: int, batch_size: int, runner: int | None = None) -> BatchResult:
     """Erase the next batch of the job's snapshot, in one transaction.
 
     The batch is the next ``batch_size`` snapshot ids after the cursor; once
@@ -461,10 +543,18 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
     profiles; one records the receipt's digests; one erases (the whole
     plan, in one call: ``profiles_erase(locked=True)``); one writes the
     cursor, counters and log.
+
+    A parallel ``runner`` does the same over its own range, with its own
+    cursor and set-aside ids (its row is locked instead of the job's); its
+    last statement adds the counters to the job's row, or raises
+    ``JobEnded`` (the batch rolls back) if the job has ended meanwhile.
     """
     started = time.monotonic()
     with transaction.atomic():
-        start = _batch_start(job_id, batch_size)
+        if runner is None:
+            start = _batch_start(job_id, batch_size)
+        else:
+            start = _runner_batch_start(job_id, runner, batch_size)
         if start.cancel_requested:
             return BatchResult(0, time.monotonic() - started, cancelled=True)
         profile_ids = start.profile_ids
@@ -500,6 +590,8 @@ def deletion_run_batch(*, job_id: int, batch_size: int) -> BatchResult:
             # A batch that only set profiles aside says nothing about the pace.
             logged_profiles=len(erasable),
             duration_ms=int(elapsed * 1000),
+            runner=runner,
+            was_deferred=start.deferred,
         )
     handled = len(erasable) if retrying else len(profile_ids)
     return BatchResult(handled, time.monotonic() - started, waiting=len(deferred))
@@ -549,6 +641,69 @@ def _batch_start(job_id: int, batch_size: int) -> _BatchStart:
     )
 
 
+def _runner_batch_start(job_id: int, runner: int, batch_size: int) -> _BatchStart:
+    """``_batch_start`` for a parallel runner: its own row is locked, and
+    its cursor, set-aside ids and range are read from it. The job's row is
+    read, not locked (the runners would queue behind each other): a job
+    cancelled or ended reads as cancelled. The segments touched are merged
+    into the job's when the batch is recorded."""
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT set_config('lock_timeout', %s, true),
+                   j.cancel_requested OR NOT j.status = ANY(%s), j.suppress,
+                   r.{qn("cursor")}, r.deferred_profile_ids,
+                   ARRAY(SELECT s.profile_id FROM {DeletionJobProfile._meta.db_table} s
+                         WHERE s.job_id = r.job_id AND s.profile_id > r.{qn("cursor")}
+                           AND s.profile_id <= r.high
+                         ORDER BY s.profile_id LIMIT %s)
+            FROM {DeletionRunner._meta.db_table} r
+            JOIN {DeletionJob._meta.db_table} j ON j.id = r.job_id
+            WHERE r.job_id = %s AND r.number = %s FOR UPDATE OF r
+            """,  # noqa: S608 (table names from model metadata)
+            [
+                f"{BATCH_LOCK_TIMEOUT_MS}ms",
+                list(DeletionJob.ACTIVE_STATUSES),
+                batch_size,
+                job_id,
+                runner,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise DeletionRunner.DoesNotExist(f"Deletion job {job_id} has no runner {runner}.")
+    _, cancelled, suppress, runner_cursor, deferred, profile_ids = row
+    return _BatchStart(cancelled, suppress, runner_cursor, deferred or [], [], profile_ids)
+
+
+class JobEnded(Exception):
+    """A parallel runner's batch found its job ended (failed by another
+    runner or by the watchdog) when it came to record itself: it rolls back,
+    so nothing is erased after a job's ending."""
+
+
+# A batch's counters, added to the job's row (one runner or several).
+_JOB_COUNTERS_SQL = """
+                deleted = deleted + %(deleted)s,
+                skipped = skipped + %(skipped)s,
+                events_deleted = events_deleted + %(events)s,
+                preferences_deleted = preferences_deleted + %(preferences)s,
+                memberships_deleted = memberships_deleted + %(memberships)s,
+                messages_anonymized = messages_anonymized + %(messages)s,
+                activity_anonymized = activity_anonymized + %(activity)s,
+                batches = batches + 1,
+                longest_batch_ms = CASE WHEN %(profiles)s > 0
+                    THEN GREATEST(longest_batch_ms, %(ms)s) ELSE longest_batch_ms END,
+                heartbeat_at = %(now)s,
+                last_progress_at = %(now)s,
+                -- Waiting, if any, starts again when only held profiles are left.
+                waiting_for = '',
+                waiting_since = NULL,
+                -- Attempts count interruptions without progress; this is progress.
+                attempts = 0"""
+
+
 def _record_batch(
     job_id: int,
     *,
@@ -559,11 +714,18 @@ def _record_batch(
     skipped: int,
     logged_profiles: int,
     duration_ms: int,
+    runner: int | None = None,
+    was_deferred: list[int] = (),
 ) -> None:
     """One statement: the job's cursor, set-aside ids and counters, and the
     batch's log row, inside the batch's transaction. The duration is the
     batch's up to this statement; its commit (a WAL flush, foreign keys are
-    checked as the statements run) is not in it."""
+    checked as the statements run) is not in it.
+
+    For a parallel ``runner``, the cursor and set-aside ids are its row's;
+    the job's set-aside ids stay the union of its runners' (``was_deferred``
+    is what this runner had set aside before the batch), its touched
+    segments the union of theirs."""
     now = timezone.now()
     params = {
         "job": job_id,
@@ -581,6 +743,9 @@ def _record_batch(
         "ms": duration_ms,
         "now": now,
     }
+    if runner is not None:
+        _record_runner_batch(params, runner=runner, was_deferred=list(was_deferred))
+        return
     with connection.cursor() as db:
         db.execute(
             f"""
@@ -592,28 +757,51 @@ def _record_batch(
             UPDATE {DeletionJob._meta.db_table} SET
                 "cursor" = %(cursor)s,
                 deferred_profile_ids = %(deferred)s::bigint[],
-                touched_segment_ids = %(touched)s::bigint[],
-                deleted = deleted + %(deleted)s,
-                skipped = skipped + %(skipped)s,
-                events_deleted = events_deleted + %(events)s,
-                preferences_deleted = preferences_deleted + %(preferences)s,
-                memberships_deleted = memberships_deleted + %(memberships)s,
-                messages_anonymized = messages_anonymized + %(messages)s,
-                activity_anonymized = activity_anonymized + %(activity)s,
-                batches = batches + 1,
-                longest_batch_ms = CASE WHEN %(profiles)s > 0
-                    THEN GREATEST(longest_batch_ms, %(ms)s) ELSE longest_batch_ms END,
-                heartbeat_at = %(now)s,
-                last_progress_at = %(now)s,
-                -- Waiting, if any, starts again when only held profiles are left.
-                waiting_for = '',
-                waiting_since = NULL,
-                -- Attempts count interruptions without progress; this is progress.
-                attempts = 0
+                touched_segment_ids = %(touched)s::bigint[],{_JOB_COUNTERS_SQL}
             WHERE id = %(job)s
             """,  # noqa: S608 (table names from model metadata)
             params,
         )
+
+
+def _record_runner_batch(params: dict, *, runner: int, was_deferred: list[int]) -> None:
+    params = {
+        **params,
+        "runner": runner,
+        "was_deferred": was_deferred,
+        "handled": params["deleted"] + params["skipped"],
+        "active": list(DeletionJob.ACTIVE_STATUSES),
+    }
+    with connection.cursor() as db:
+        db.execute(
+            f"""
+            WITH logged AS (
+                INSERT INTO {DeletionBatch._meta.db_table}
+                    (job_id, profiles, duration_ms, finished_at)
+                SELECT %(job)s, %(profiles)s, %(ms)s, %(now)s WHERE %(profiles)s > 0
+            ), runner AS (
+                UPDATE {DeletionRunner._meta.db_table} SET
+                    "cursor" = %(cursor)s,
+                    deferred_profile_ids = %(deferred)s::bigint[],
+                    handled = handled + %(handled)s,
+                    batches = batches + 1
+                WHERE job_id = %(job)s AND number = %(runner)s
+            )
+            UPDATE {DeletionJob._meta.db_table} SET
+                deferred_profile_ids = ARRAY(
+                    SELECT id FROM unnest(deferred_profile_ids) id
+                    WHERE NOT id = ANY(%(was_deferred)s::bigint[])
+                    UNION SELECT unnest(%(deferred)s::bigint[]) ORDER BY 1),
+                touched_segment_ids = ARRAY(
+                    SELECT unnest(touched_segment_ids)
+                    UNION SELECT unnest(%(touched)s::bigint[]) ORDER BY 1),{_JOB_COUNTERS_SQL}
+            WHERE id = %(job)s AND status = ANY(%(active)s)
+            RETURNING id
+            """,  # noqa: S608 (table names from model metadata)
+            params,
+        )
+        if db.fetchone() is None:
+            raise JobEnded(f"Deletion job {params['job']} has ended.")
 
 
 def _lock_profiles(profile_ids: list[int]) -> tuple[list[int], list[int]]:
@@ -677,6 +865,7 @@ def _wait_for_held_profiles(job_id: int) -> bool:
     _finish(
         job_id,
         DeletionJob.Status.FAILED,
+        if_active=True,
         error=(
             f"Stopped after waiting {minutes} minute{'s' if minutes != 1 else ''} for "
             f"{waiting_for}. Every other profile was deleted. Resume when that connection "
@@ -729,12 +918,22 @@ def _duration(seconds: int | None) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def _finish(job_id: int, status: str, *, error: str = "") -> None:
+def _finish(job_id: int, status: str | None, *, error: str = "", if_active: bool = False):
     """End the job, and make the stored counts true again: of its segment
     (what is left of the membership, complete or not) and of every other
-    segment its profiles belonged to."""
+    segment its profiles belonged to.
+
+    With ``if_active``, a job that has already ended is left as it is
+    (parallel runners may try to end it at once: the first one does), and a
+    ``status`` of None is the runners' own ending: none until every runner
+    is done or stopped. Returns the status it ended the job with, or None.
+    """
     with transaction.atomic():
         job = DeletionJob.objects.select_for_update().get(pk=job_id)
+        if if_active:
+            status = _ending_if_active(job, status)
+            if status is None:
+                return None
         job.status = status
         job.finished_at = timezone.now()
         job.waiting_for, job.waiting_since = "", None
@@ -751,6 +950,7 @@ def _finish(job_id: int, status: str, *, error: str = "") -> None:
         segment_recount(segment_ids=segment_ids)
     logger.info("Deletion job %s %s", job_id, status)
     receipt_write_file(job_id=job_id)
+    return status
 
 
 def _record_crash(job_id: int, error: str, *, stale_before=None) -> str:
@@ -782,8 +982,121 @@ def _record_crash(job_id: int, error: str, *, stale_before=None) -> str:
             job.heartbeat_at = timezone.now()
             job.save(update_fields=["attempts", "interruptions", "error", "heartbeat_at"])
             return "retrying"
-    _finish(job_id, DeletionJob.Status.FAILED, error=final)
+    # Parallel runners may end the job meanwhile: once only.
+    _finish(job_id, DeletionJob.Status.FAILED, error=final, if_active=True)
     return "failed"
+
+
+# --- Parallel runners ------------------------------------------------------------
+
+
+def _runners_prepare(job: DeletionJob) -> bool:
+    """Whether the job is run by parallel runners; called by the job's own
+    task, holding the job's lock alone (no runner works meanwhile).
+
+    A job that has not run a batch yet is cut into DELETION_RUNNERS ranges
+    when DELETION_RUNNERS > 1; a job keeps the way it started (a job begun
+    by one runner goes on with one, whatever the setting says now). Runners
+    stopped by a cancel or an ending are set to work again, unless a cancel
+    is still asked for.
+    """
+    runners = DeletionRunner.objects.filter(job=job)
+    if runners.exists():
+        if not job.cancel_requested:
+            runners.filter(status=DeletionRunner.Status.STOPPED).update(
+                status=DeletionRunner.Status.ACTIVE
+            )
+        return True
+    if settings.DELETION_RUNNERS < 2 or job.batches or job.cursor or job.deferred_profile_ids:
+        return False
+    return _runners_create(job_id=job.pk, count=settings.DELETION_RUNNERS) > 0
+
+
+def _runners_create(*, job_id: int, count: int) -> int:
+    """Cut the snapshot into ``count`` ranges of (nearly) equal size, in id
+    order: disjoint, and together the whole snapshot. One statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {DeletionRunner._meta.db_table}
+                (job_id, number, low, high, "cursor", deferred_profile_ids, total, handled,
+                 batches, status)
+            SELECT %(job)s, tile - 1, min(profile_id), max(profile_id), min(profile_id) - 1,
+                   '{{}}', count(*), 0, 0, %(status)s
+            FROM (
+                SELECT profile_id, ntile(%(count)s) OVER (ORDER BY profile_id) AS tile
+                FROM {DeletionJobProfile._meta.db_table} WHERE job_id = %(job)s
+            ) cut
+            GROUP BY tile
+            """,  # noqa: S608 (table names from model metadata)
+            {"job": job_id, "count": count, "status": DeletionRunner.Status.ACTIVE},
+        )
+        return cursor.rowcount
+
+
+def _runners_enqueue(job_id: int) -> None:
+    """A task for each runner still working; with none, the job's ending
+    (every runner ended, but the one that ended last died before ending the job)."""
+    numbers = list(
+        DeletionRunner.objects.filter(job_id=job_id, status=DeletionRunner.Status.ACTIVE)
+        .order_by("number")
+        .values_list("number", flat=True)
+    )
+    for number in numbers:
+        deletion_enqueue(job_id=job_id, runner=number)
+    if not numbers:
+        _finish(job_id, None, if_active=True)
+
+
+def _runner_is_active(job_id: int, runner: int) -> bool:
+    return DeletionRunner.objects.filter(
+        job_id=job_id, number=runner, status=DeletionRunner.Status.ACTIVE
+    ).exists()
+
+
+def _runner_ended(job_id: int, runner: int, *, status: str | None) -> str:
+    """The runner has reached the end of its range (DONE) or seen the job
+    cancelled or ended (STOPPED): record it, then end the job if this was
+    the last runner working. A stop is recorded only while the cancel or
+    the ending it saw still holds (a resume in between means: go on)."""
+    if status == DeletionRunner.Status.DONE:
+        DeletionRunner.objects.filter(job_id=job_id, number=runner).update(status=status)
+    elif status == DeletionRunner.Status.STOPPED:
+        job = DeletionJob.objects.filter(pk=job_id)
+        still = job.filter(cancel_requested=True) | job.exclude(
+            status__in=DeletionJob.ACTIVE_STATUSES
+        )
+        stopped = DeletionRunner.objects.filter(
+            job_id=job_id,
+            number=runner,
+            status=DeletionRunner.Status.ACTIVE,
+            job__in=still,
+        ).update(status=status)
+        if not stopped:
+            return "continued"
+    ended = _finish(job_id, None, if_active=True)
+    if ended is not None:
+        return str(ended)
+    return "done" if status == DeletionRunner.Status.DONE else "stopped"
+
+
+def _ending_if_active(job: DeletionJob, status: str | None) -> str | None:
+    """The status to end the (locked) job with, or None to leave it: it has
+    ended already, or (``status`` None, the runners' ending) a runner is
+    still working, or one stopped with no cancel asked for (it was stopped
+    by an ending since resumed: the job's task sets it to work again)."""
+    if not job.is_active:
+        return None
+    if status is not None:
+        return status
+    runners = set(DeletionRunner.objects.filter(job=job).values_list("status", flat=True))
+    if DeletionRunner.Status.ACTIVE in runners:
+        return None
+    if DeletionRunner.Status.STOPPED in runners and not job.cancel_requested:
+        return None
+    if job.cancel_requested and job.remaining:
+        return DeletionJob.Status.CANCELLED
+    return DeletionJob.Status.COMPLETED
 
 
 # --- User actions ----------------------------------------------------------------

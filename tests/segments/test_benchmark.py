@@ -28,6 +28,33 @@ def run_bench(out, **options):
     return json.loads(out.read_text())
 
 
+def test_benchmark_deletion_measures_each_runner_count_every_round(tmp_path):
+    result = run_bench(
+        tmp_path / "bench.json",
+        repeat=1,
+        runners="1,2",
+        no_http=True,
+        no_naive=True,
+        no_phases=True,
+    )
+    assert result["verified"] is True
+    runs = result["runs"]
+    assert set(runs) == {"ours", "ours_2_runners", "floor_loop", "floor_array", "floor_join"}
+    (two,) = runs["ours_2_runners"]
+    assert (two["runners"], two["status"], two["deleted"]) == (2, "completed", 60)
+    assert two["survivors_unchanged"] and not any(two["leftovers"].values())
+    assert two["wal_mb"] > 0
+    assert result["ratios"]["ours_2_runners_over_best_floor"] > 0
+    table = subprocess.run(
+        [sys.executable, settings.BASE_DIR / "scripts/bench_table.py", tmp_path / "bench.json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "| ours, 2 parallel runners |" in table
+    assert "WAL written" in table
+
+
 def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path):
     result = run_bench(tmp_path / "bench.json", repeat=2)
     assert result["verified"] is True

@@ -15,6 +15,10 @@ Two ways to reach the middle of a batch on purpose:
 - ``slow_storage`` makes every deleted event cost a millisecond, so a job of
   a few thousand profiles takes seconds, in batches of about a hundred, and
   a kill at a random moment lands in the middle of one.
+
+Every scenario runs with one runner and with two parallel runners
+(DELETION_RUNNERS=2, ``-k two_runners``); the last ones are about the
+runners themselves.
 """
 
 import json
@@ -38,7 +42,15 @@ from segments.deletion import services as deletion
 from segments.deletion import watchdog
 from segments.deletion.checks import deletion_verify
 from segments.deletion.selectors import segment_membership_token
-from segments.models import DeletionJob, DeletionJobProfile, SegmentMembership
+from segments.models import (
+    DeletionBatch,
+    DeletionJob,
+    DeletionJobProfile,
+    DeletionNotice,
+    DeletionReceiptEntry,
+    DeletionRunner,
+    SegmentMembership,
+)
 from tests.segments.population import activity_counts, insert_population, rows_of
 from tests.workers import (
     QCluster,
@@ -65,6 +77,17 @@ CLUSTER = {
 # plan (profiles.erasure.erasure_function_sql); a batch waiting on the held
 # event row is waiting in that call.
 EVENT_DELETE = "SELECT * FROM pg_temp.vero_erase_"
+
+
+@pytest.fixture(autouse=True, params=[1, 2], ids=["one_runner", "two_runners"])
+def runners(request):
+    """DELETION_RUNNERS for the cluster and for this process (the watchdog)."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def runners_setting(runners, settings):
+    settings.DELETION_RUNNERS = runners
 
 
 @pytest.fixture(autouse=True)
@@ -103,22 +126,26 @@ def before(population):
 
 
 @pytest.fixture
-def cluster():
-    cluster = QCluster(**CLUSTER)
+def cluster(runners):
+    env = {**CLUSTER["extra_env"], "DELETION_RUNNERS": str(runners)}
+    cluster = QCluster(**{**CLUSTER, "extra_env": env})
     yield cluster
     cluster.kill()
     wait_for(lambda: not cluster_backends(), timeout=30, message="the cluster's sessions to end")
 
 
 @pytest.fixture
-def slow_storage():
+def slow_storage(runners):
     """Every deleted event costs about a millisecond, as on a large, cold table
-    (pg_sleep's floor is about that, whatever it is asked for)."""
+    (pg_sleep's floor is about that, whatever it is asked for); with two
+    runners, two milliseconds, so the job takes as long as with one and a
+    kill at a random moment still lands in its middle."""
+    seconds = 0.0001 if runners == 1 else 0.001 * runners
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             CREATE FUNCTION fault_slow_delete() RETURNS trigger LANGUAGE plpgsql AS
-            $$ BEGIN PERFORM pg_sleep(0.0001); RETURN OLD; END $$;
+            $$ BEGIN PERFORM pg_sleep({seconds}); RETURN OLD; END $$;
             CREATE TRIGGER fault_slow_delete BEFORE DELETE ON profiles_event
             FOR EACH ROW EXECUTE FUNCTION fault_slow_delete();
             """
@@ -216,6 +243,8 @@ def assert_completed_exactly(job, population, before, *, segment_changed=False):
     else:
         assert survivors_now == before.survivors
     assert activity_counts() == before.activity
+    # One ending, one email, however many runners and interruptions.
+    assert DeletionNotice.objects.filter(job=job).count() == 1
     return job
 
 
@@ -517,3 +546,89 @@ def test_cancel_mid_job_then_a_new_deletion_deletes_the_rest(
     assert not Profile.objects.filter(pk__in=population.doomed).exists()
     assert rows_of(population.survivors) == before.survivors
     assert activity_counts() == before.activity
+
+
+# --- 8. parallel runners -------------------------------------------------------------
+
+ONLY_TWO = pytest.mark.parametrize("runners", [2], ids=["two_runners"])
+
+
+def runners_of(job) -> list[DeletionRunner]:
+    return list(DeletionRunner.objects.filter(job=job).order_by("number"))
+
+
+@ONLY_TWO
+def test_two_runners_work_at_once_over_disjoint_ranges_that_cover_the_snapshot(
+    population, before, alice, cluster, slow_storage
+):
+    job = confirm(population, alice)
+    cluster.start()
+    both = wait_for(
+        lambda: (
+            state(job).is_active
+            and all(0 < runner.handled < runner.total for runner in runners_of(job))
+            and runners_of(job)
+        ),
+        timeout=30,
+        message="both runners part-way at once",
+    )
+    assert len(both) == 2
+    done = assert_completed_exactly(wait_for_status(job, "completed", "failed"), population, before)
+    first, second = runners_of(done)
+    snapshot = sorted(
+        DeletionJobProfile.objects.filter(job=job).values_list("profile_id", flat=True)
+    )
+    assert (first.low, second.high) == (snapshot[0], snapshot[-1])
+    assert first.high < second.low
+    assert first.total + second.total == DOOMED == first.handled + second.handled
+    assert [first.status, second.status] == ["done", "done"]
+    assert DeletionReceiptEntry.objects.filter(job=job).count() == DOOMED
+
+
+@ONLY_TWO
+def test_a_cancel_stops_both_runners(population, alice, cluster, slow_storage):
+    job = confirm(population, alice)
+    cluster.start()
+    wait_for(
+        lambda: len([r for r in runners_of(job) if r.handled]) == 2,
+        timeout=30,
+        message="a batch of each runner",
+    )
+    deletion.deletion_cancel(job=job, user=alice)
+    job = wait_for_status(job, "cancelled", "completed", "failed")
+    assert job.status == "cancelled"
+    assert [runner.status for runner in runners_of(job)] == ["stopped", "stopped"]
+    left = Profile.objects.filter(pk__in=population.doomed).count()
+    assert left > 0 and job.deleted == DOOMED - left
+    time.sleep(1.5)  # a runner still going would have deleted more by now
+    assert Profile.objects.filter(pk__in=population.doomed).count() == left
+    assert state(job).deleted == DOOMED - left
+    assert verify(job).rstrip().endswith("Every check passed.")
+    assert DeletionNotice.objects.filter(job=job).count() == 1
+
+
+@ONLY_TWO
+def test_a_killed_runner_is_resumed_by_the_watchdog_without_redoing_or_skipping(
+    population, before, alice, cluster
+):
+    job = confirm(population, alice)
+    # In the second runner's range: its batch waits there, mid-transaction.
+    held = sorted(population.doomed)[DOOMED * 3 // 4]
+    with batch_held_at(held):
+        cluster.start()
+        wait_for_held_runner()
+        cluster.kill()
+    wait_for_sessions_to_end()
+    assert_rolled_back(held)
+    killed = state(job)
+    assert killed.is_active and deletion_verify(job=killed).ok
+    assert held > runners_of(job)[1].cursor
+    time.sleep(STALE_AFTER + 0.2)
+    assert watchdog.deletion_watchdog() == [job.pk]
+    cluster.start()
+    done = assert_completed_exactly(wait_for_status(job, "completed", "failed"), population, before)
+    assert done.interruptions >= 1
+    # Nothing done twice: one receipt entry per profile, one logged batch row per profile.
+    assert DeletionReceiptEntry.objects.filter(job=job).count() == DOOMED
+    logged = DeletionBatch.objects.filter(job=job).values_list("profiles", flat=True)
+    assert sum(logged) == DOOMED

@@ -30,6 +30,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-phases", action="store_true", help="Skip the per-statement timing run."
         )
+        parser.add_argument(
+            "--runners",
+            default="1",
+            help="DELETION_RUNNERS for ours, comma-separated (e.g. 1,2,4): each measured "
+            "every round, alternating with the floors (default 1).",
+        )
 
     def handle(self, *args, **o):
         if o["profiles"] < 10 or o["events_per_profile"] < 0:
@@ -38,6 +44,18 @@ class Command(BaseCommand):
             raise CommandError("--segment-share must be in (0, 1].")
         if o["repeat"] < 1:
             raise CommandError("--repeat must be at least 1.")
+        try:
+            runners = tuple(int(n) for n in o["runners"].split(","))
+        except ValueError:
+            raise CommandError(
+                "--runners must be numbers separated by commas, e.g. 1,2,4."
+            ) from None
+        if (
+            not runners
+            or not all(1 <= n <= 16 for n in runners)
+            or len(set(runners)) != len(runners)
+        ):
+            raise CommandError("--runners must be distinct numbers from 1 to 16.")
         config = BenchConfig(
             profiles=o["profiles"],
             events_per_profile=o["events_per_profile"],
@@ -49,6 +67,7 @@ class Command(BaseCommand):
             keep=o["keep"],
             repeat=o["repeat"],
             phases=not o["no_phases"],
+            runners=runners,
         )
         result = benchmark_deletion(config, log=self.stdout.write)
         self.stdout.write("")
