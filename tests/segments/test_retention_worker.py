@@ -19,7 +19,9 @@ from django_q.tasks import async_task
 
 from profiles.models import Profile
 from segments import services as segment_services
-from segments.models import DeletionJob, RetentionSchedule
+from segments.deletion.checks import deletion_verify
+from segments.deletion.receipts import receipt_path
+from segments.models import DeletionJob, DeletionNotice, DeletionRunner, RetentionSchedule
 from segments.retention import services as retention
 from tests.profiles.factories import EventFactory, ProfileFactory
 from tests.segments.factories import SegmentFactory
@@ -124,6 +126,48 @@ def test_a_schedule_runs_on_time_and_deletes_exactly_the_refreshed_members(tmp_p
     assert subject(ending) == "4 profiles deleted from “Old trials”"
     assert "by your retention schedule of this segment" in " ".join(ending.get_content().split())
     assert_names_nobody(ending, log, identifiers)
+
+
+def test_a_run_with_two_parallel_runners_deletes_the_refreshed_members_and_tells_the_owner(
+    tmp_path, alice, client, settings
+):
+    """DELETION_RUNNERS=2 in the cluster: the job the schedule starts is cut
+    into two runners like a manual one, and its ending (once), email, receipt
+    and audit still say that the schedule started it."""
+    settings.DELETION_RUNNERS = 2  # this process: the watchdog, as the cluster
+    segment, members, leaver, newcomer, bystander = people()
+    doomed = [*members, newcomer]
+    identifiers = identifiers_of(doomed)
+    schedule = schedule_for(segment, alice, now=clock_start())
+    slot = schedule.next_run_at
+
+    with cluster(tmp_path, DELETION_RUNNERS="2") as worker:
+        assert retention.retention_dispatch(now=slot) == [(schedule.pk, slot)]
+        job = wait_for(lambda: job_ended(schedule), timeout=60, message="the run's job to end")
+        wait_for(lambda: read_emails(tmp_path), timeout=30, message="the ending email")
+        wait_for(lambda: receipt_path(job.pk).exists(), timeout=30, message="the receipt file")
+        time.sleep(1)  # room for a second ending or email to show up
+        log = worker.log()
+        assert "Traceback" not in log, log
+
+    assert (job.status, job.total, job.deleted, job.skipped) == ("completed", 4, 4, 0)
+    assert job.started_by_schedule and job.created_by == alice
+    runners = list(DeletionRunner.objects.filter(job=job).order_by("number"))
+    assert [(r.status, r.total, r.handled) for r in runners] == [("done", 2, 2), ("done", 2, 2)]
+    assert_erased(doomed)
+    assert Profile.objects.filter(pk__in=[leaver, bystander]).count() == 2
+    report = deletion_verify(job=job)
+    assert report.ok, report.failures
+    assert DeletionNotice.objects.filter(job=job).count() == 1
+    (ending,) = read_emails(tmp_path)
+    assert ending["To"] == "alice@example.com"
+    assert subject(ending) == "4 profiles deleted from “Old trials”"
+    assert "by your retention schedule of this segment" in " ".join(ending.get_content().split())
+    assert_names_nobody(ending, log, identifiers)
+    client.force_login(alice)
+    receipt = client.get(f"/segments/deletions/{job.pk}/receipt/")
+    assert receipt.status_code == 200
+    assert "alice, through their retention schedule" in receipt.content.decode()
 
 
 def test_the_brake_pauses_without_deleting_and_emails_the_owner(tmp_path, alice):
