@@ -283,7 +283,8 @@ def retention_run(*, schedule_id: int, slot, now=None) -> str:
 
     Returns what happened, for logs and tests: "gone", "running",
     "duplicate", "paused", "busy" (a deletion of the segment was active, or
-    a refresh was), "braked", "empty", "failed" (the refresh or the start
+    a refresh was), "changed" (the schedule was paused and resumed during
+    the run), "braked", "empty", "failed" (the refresh or the start
     failed; the note says why) or "started".
     """
     if isinstance(slot, str):
@@ -311,6 +312,12 @@ def _run(schedule_id: int, slot, now) -> str:
         return "paused"
     segment, owner = schedule.segment, schedule.owner
     slot_words = _when(slot)
+    # Every pause and resume stamps updated_at (the dispatcher's claim did,
+    # before this run). A rule edit and a resume both landing during the
+    # refresh leave the schedule active and confirming the new rules, while
+    # the membership the refresh wrote is the old rules': the start checks
+    # that the schedule is as this run found it.
+    found_at = schedule.updated_at
 
     active = deletion.deletion_active_job(segment=segment)
     if active is not None:
@@ -415,6 +422,10 @@ def _run(schedule_id: int, slot, now) -> str:
                     pk=schedule.pk, status=RetentionSchedule.Status.ACTIVE
                 ).exists():
                     raise _Abandon("paused")
+                if not RetentionSchedule.objects.filter(
+                    pk=schedule.pk, updated_at=found_at
+                ).exists():
+                    raise _Abandon("changed")
                 note = (
                     f"The run of {slot_words} started deletion #{job.pk} of "
                     f"{_plural(job.total, 'profile')}."
@@ -427,6 +438,15 @@ def _run(schedule_id: int, slot, now) -> str:
         if abandoned.why == "paused":
             _settle(schedule, slot)
             return "paused"
+        if abandoned.why == "changed":
+            _settle(
+                schedule,
+                slot,
+                now=now,
+                note=f"The run of {slot_words} was skipped: the schedule was paused and resumed "
+                "while it ran, so nobody was deleted. The next run goes ahead as planned.",
+            )
+            return "changed"
         _pause_run(
             schedule,
             slot,

@@ -370,6 +370,38 @@ def test_a_pause_just_before_the_start_rolls_the_deletion_back(trials, alice, mo
     assert not DeletionJob.objects.exists()
 
 
+def test_a_rule_edit_and_a_resume_during_the_refresh_start_no_deletion(trials, alice, monkeypatch):
+    """The refresh wrote the old rules' members; an Editor then edited the
+    rules (pausing the schedule) and resumed it, confirming the new rules,
+    before the run reached the start: the old rules' members must not be
+    deleted in the name of the new ones."""
+    schedule = make_schedule(trials, alice)
+    paid = {
+        "match": "all",
+        "conditions": [
+            {"type": "property", "field": "plan", "operator": "equals", "value": "paid"}
+        ],
+    }
+    real_refresh = retention.segment_refresh
+
+    def refresh_then_edit_and_resume(*, segment, **kwargs):
+        count = real_refresh(segment=segment, **kwargs)
+        edited = type(segment).objects.get(pk=segment.pk)
+        segment_services.segment_update(
+            segment=edited, name=edited.name, description="", rules=paid, user=alice
+        )
+        retention.retention_resume(schedule=schedule, user=alice)
+        return count
+
+    monkeypatch.setattr(retention, "segment_refresh", refresh_then_edit_and_resume)
+    assert retention.retention_run(schedule_id=schedule.pk, slot=at(30, 3)) == "changed"
+    assert not DeletionJob.objects.exists()
+    assert Profile.objects.count() == 5
+    schedule.refresh_from_db()
+    assert schedule.status == "active" and schedule.last_slot == at(30, 3)
+    assert "paused and resumed while it ran, so nobody was deleted" in schedule.last_run_note
+
+
 def test_the_brake_pauses_without_deleting_and_emails_the_owner(
     trials, alice, django_capture_on_commit_callbacks
 ):
