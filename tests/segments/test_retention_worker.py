@@ -10,15 +10,18 @@ itself in the clusters, on the real clock, four at a time.
 
 import datetime
 import time
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 from django_q.models import OrmQ
 from django_q.tasks import async_task
 
 from profiles.models import Profile
 from segments import services as segment_services
+from segments.deletion import services as deletion_services
 from segments.deletion.checks import deletion_verify
 from segments.deletion.receipts import receipt_path
 from segments.models import DeletionJob, DeletionNotice, DeletionRunner, RetentionSchedule
@@ -30,6 +33,7 @@ from tests.segments.test_deletion_notices import (
     assert_names_nobody,
     cluster,
     identifiers_of,
+    notices_settled,
     read_emails,
     subject,
 )
@@ -168,6 +172,85 @@ def test_a_run_with_two_parallel_runners_deletes_the_refreshed_members_and_tells
     receipt = client.get(f"/segments/deletions/{job.pk}/receipt/")
     assert receipt.status_code == 200
     assert "alice, through their retention schedule" in receipt.content.decode()
+
+
+@contextmanager
+def profile_held(pk):
+    """Hold a profile the way an edit does (FOR NO KEY UPDATE), from a
+    connection of our own: the refresh still counts it as a member (it only
+    needs FOR KEY SHARE), the deletion's batches must leave it for later."""
+    other = connections.create_connection("default")
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM profiles_profile WHERE id = %s FOR NO KEY UPDATE", [pk])
+        yield
+    finally:
+        other.rollback()
+        other.close()
+
+
+def test_a_schedules_job_stopped_by_a_held_profile_resumes_only_its_unfinished_runner(
+    tmp_path, alice, admin_user, settings
+):
+    """Two runners; one profile of the second runner's range is held, so that
+    runner waits and the job fails while the first runner is done. Another
+    Editor resumes: the audit says who, the done runner is not run again,
+    the other finishes, and the owner gets one email per ending."""
+    settings.DELETION_RUNNERS = 2
+    segment, members, leaver, newcomer, bystander = people()
+    doomed = [*members, newcomer]
+    schedule = schedule_for(segment, alice, now=clock_start())
+    slot = schedule.next_run_at
+
+    with cluster(tmp_path, DELETION_RUNNERS="2") as worker:
+        # The newcomer has the highest id: the second runner's range.
+        with profile_held(newcomer):
+            retention.retention_dispatch(now=slot)
+            job = wait_for(lambda: job_ended(schedule), timeout=60, message="the job to fail")
+            wait_for(lambda: notices_settled(job, 1), timeout=30, message="the first email")
+        assert job.status == "failed" and job.remaining == 1
+        first, second = DeletionRunner.objects.filter(job=job).order_by("number")
+        assert (first.status, first.handled) == ("done", 2)
+        assert (second.status, second.handled, second.deferred_profile_ids) == (
+            "active",
+            1,
+            [newcomer],
+        )
+        report = deletion_verify(job=job)
+        assert report.ok, report.failures
+        # The runner that ended the job writes the receipt file last, holding
+        # the job's lock shared; a resume before it lets go would wait for the
+        # watchdog (the job's task finds the lock taken and exits).
+        wait_for(lambda: receipt_path(job.pk).exists(), timeout=30, message="the receipt file")
+        time.sleep(0.5)
+
+        deletion_services.deletion_resume(job=job, user=admin_user)
+        wait_for(
+            lambda: DeletionJob.objects.filter(pk=job.pk, status="completed").exists(),
+            timeout=60,
+            message="the job to complete",
+        )
+        wait_for(lambda: notices_settled(job, 2), timeout=30, message="the second email")
+        time.sleep(1)
+        log = worker.log()
+        assert "Traceback" not in log, log
+
+    job.refresh_from_db()
+    assert (job.status, job.deleted, job.skipped) == ("completed", 4, 0)
+    assert job.created_by_username == "alice"
+    assert job.resumed_by_username == admin_user.get_username()
+    assert job.started_by_schedule and job.resumed_at is not None
+    again_first, again_second = DeletionRunner.objects.filter(job=job).order_by("number")
+    assert (again_first.status, again_first.batches) == ("done", first.batches)
+    assert (again_second.status, again_second.handled) == ("done", 2)
+    assert_erased(doomed)
+    assert Profile.objects.filter(pk__in=[leaver, bystander]).count() == 2
+    report = deletion_verify(job=job)
+    assert report.ok, report.failures
+    failed, completed = read_emails(tmp_path)
+    assert [m["To"] for m in (failed, completed)] == ["alice@example.com"] * 2
+    assert subject(completed) == "4 profiles deleted from “Old trials”"
 
 
 def test_the_brake_pauses_without_deleting_and_emails_the_owner(tmp_path, alice):
