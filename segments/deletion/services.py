@@ -862,14 +862,28 @@ def _wait_for_held_profiles(job_id: int) -> bool:
     if waited < settings.DELETION_LOCK_WAIT_SECONDS:
         return False
     minutes = max(1, round(waited / 60))
+    # With parallel runners, another one may not have reached the end of its
+    # share: say so rather than "every other profile was deleted".
+    unfinished_runners = DeletionRunner.objects.filter(job_id=job_id).exclude(
+        status=DeletionRunner.Status.DONE
+    )
+    if unfinished_runners.count() > 1:
+        left = (
+            "Other profiles of this deletion were not reached yet. Resume when that "
+            "connection has finished; these profiles and the ones not reached are left."
+        )
+    else:
+        left = (
+            "Every other profile was deleted. Resume when that connection has finished; "
+            "only these profiles are left."
+        )
     _finish(
         job_id,
         DeletionJob.Status.FAILED,
         if_active=True,
         error=(
             f"Stopped after waiting {minutes} minute{'s' if minutes != 1 else ''} for "
-            f"{waiting_for}. Every other profile was deleted. Resume when that connection "
-            "has finished; only these profiles are left."
+            f"{waiting_for}. {left}"
         ),
     )
     logger.warning("Deletion job %s stopped waiting for %s", job_id, waiting_for)

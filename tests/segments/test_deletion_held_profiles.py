@@ -92,6 +92,7 @@ def test_a_job_waiting_on_a_held_profile_says_who_holds_it_then_stops_with_the_r
     job.refresh_from_db()
     assert job.status == DeletionJob.Status.FAILED
     assert "nightly-report" in job.error and "Resume" in job.error
+    assert "Every other profile was deleted" in job.error
     assert job.deleted == 5 and job.deferred_profile_ids == [held]
     assert deletion_verify(job=job).ok
 
@@ -205,3 +206,26 @@ def test_a_resumed_job_does_not_say_it_has_made_no_progress_since_it_stopped(ali
     )
     job = deletion.deletion_resume(job=job, user=alice)
     assert deletion_progress_context(job=job)["stalled_seconds"] is None
+
+
+def test_with_parallel_runners_a_held_profile_does_not_claim_the_other_runners_share_was_deleted(
+    alice, settings, monkeypatch
+):
+    settings.DELETION_LOCK_WAIT_SECONDS = 1
+    settings.DELETION_RUNNERS = 2
+    monkeypatch.setattr(deletion, "deletion_enqueue", lambda *, job_id, runner=None: None)
+    population = build_population(doomed=6, survivors=2, events_each=1)
+    job = start(population, alice)
+    assert deletion.deletion_run(job_id=job.pk, slice_seconds=30) == "dispatched"
+    held = sorted(population.doomed)[-1]  # in the second runner's share
+
+    with profile_held(held):
+        outcome = deletion.deletion_run(job_id=job.pk, runner=1, slice_seconds=30)
+
+    assert outcome == "failed"
+    job.refresh_from_db()
+    assert "Every other profile was deleted" not in job.error
+    assert "not reached yet" in job.error
+    # The first runner's share is untouched, and says so on verification.
+    assert Profile.objects.filter(pk__in=sorted(population.doomed)[:3]).count() == 3
+    assert deletion_verify(job=job).ok
