@@ -95,10 +95,10 @@ def _script(ch: str) -> str | None:
 
 def segment_name_skeleton(name: str) -> str:
     """What a (normalized) name looks like: Cyrillic and Greek look-alike
-    letters read as the Latin ones, case ignored. "COO" typed with Cyrillic
+    letters read as the Latin ones, capitals as small letters. "COO" typed with Cyrillic
     letters uses one alphabet, so ``segment_name_problem`` lets it through,
     yet it looks exactly like the Latin "COO"."""
-    return name.translate(_LOOK_ALIKES).casefold()
+    return name.translate(_LOOK_ALIKES).lower()
 
 
 def segment_name_matches(typed: str, name: str) -> bool:

@@ -110,6 +110,11 @@ def test_a_name_in_another_alphabet_that_looks_like_an_existing_one_is_refused(
     assert Segment.objects.count() == 1
 
 
+def test_names_that_differ_in_spelling_not_in_alphabet_are_still_two_names(editor_client, enqueued):
+    SegmentFactory(name="Stra\u00dfe club")
+    assert create(editor_client, "Strasse club").status_code == 302
+
+
 def test_renaming_to_a_look_alike_of_another_segment_is_refused(editor_client, enqueued):
     SegmentFactory(name="COO")
     segment = SegmentFactory(name="Trial", rules=RULES)
