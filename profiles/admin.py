@@ -1,18 +1,59 @@
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.options import get_content_type_for_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import connection, models, transaction
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from profiles.api_input import InvalidInput, check_storable
 from profiles.erasure import erased_repr, profile_erase, profiles_erase
 from profiles.models import ApiKey, Event, Profile, SubscriptionPreference, Suppression
 from profiles.services import api_key_create, api_key_revoke
 
 ADMIN_ERASE_BATCH = 1000
+
+
+def _refuse_constant(name):
+    raise forms.ValidationError(f"{name} is not a number JSON can hold; use a number like 30.")
+
+
+class StorableJSONField(forms.JSONField):
+    """Django's JSON field, refusing what the API refuses (``check_storable``):
+    NaN, Infinity, 1e400, a 5000-digit number, NUL, a lone surrogate, deep
+    nesting. Django's own field lets them through and the save fails with
+    a 500 (or the form fails to show itself again)."""
+
+    def to_python(self, value):
+        if not isinstance(value, str) or value in self.empty_values:
+            return super().to_python(value)
+        try:
+            parsed = json.loads(value, parse_constant=_refuse_constant)
+        except RecursionError:
+            raise forms.ValidationError("This JSON is nested too deeply.") from None
+        except ValueError as error:  # JSONDecodeError, and over 4,300 digits
+            raise forms.ValidationError(f"This is not valid JSON: {error}.") from None
+        try:
+            check_storable(parsed, "The value")
+        except InvalidInput as refused:
+            raise forms.ValidationError(str(refused)) from None
+        return parsed
+
+    def bound_data(self, data, initial):
+        if self.disabled or data is None:
+            return super().bound_data(data, initial)
+        try:
+            return self.to_python(data)
+        except forms.ValidationError:
+            return InvalidJSONInput(data)
+
+
+STORABLE_JSON = {models.JSONField: {"form_class": StorableJSONField}}
 
 
 class LockedProfileChoiceField(forms.ModelChoiceField):
@@ -66,6 +107,7 @@ class ProfileAdmin(admin.ModelAdmin):
     show_full_result_count = False
     inlines = [SubscriptionPreferenceInline]
     readonly_fields = ("created_at", "updated_at")
+    formfield_overrides = STORABLE_JSON
 
     def get_object(self, request, object_id, from_field=None):
         """On a save or a delete, the profile is locked until the admin's
@@ -128,6 +170,7 @@ class EventAdmin(LockedProfileMixin, admin.ModelAdmin):
     raw_id_fields = ("profile",)
     search_fields = ("=name",)
     show_full_result_count = False
+    formfield_overrides = STORABLE_JSON
 
 
 @admin.register(SubscriptionPreference)

@@ -168,7 +168,7 @@ def api_endpoint(*methods: str, authenticated: bool = True, scope: str = FULL):
                 response["Allow"] = ", ".join(methods)
                 return response
             try:
-                body = _body(request) if request.method != "GET" else {}
+                body = _body(request) if request.method not in ("GET", "HEAD") else {}
                 api_key = None
                 if authenticated:
                     raw_key = _take_key(request, body)
@@ -223,7 +223,8 @@ def api_endpoint(*methods: str, authenticated: bool = True, scope: str = FULL):
 # --- Vero REST API v2 -----------------------------------------------------------
 
 
-@api_endpoint("GET", authenticated=False)
+# HEAD too: uptime monitors often check with it.
+@api_endpoint("GET", "HEAD", authenticated=False)
 def heartbeat(request, body, api_key):
     return _success()
 

@@ -240,7 +240,8 @@ def _parse_time(value, *, name: str) -> datetime:
             raise InvalidInput(
                 f'"{name}" is not a valid Unix timestamp (seconds since 1970); got {value!r}.'
             ) from None
-    if isinstance(value, str):
+    # Django's parser reads any Unicode digit ("٢٠٢٤" as 2024): ASCII only.
+    if isinstance(value, str) and value.isascii():
         try:
             parsed = parse_datetime(value.strip())
         except ValueError:

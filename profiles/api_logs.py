@@ -7,7 +7,7 @@ the key. :class:`RedactApiKeys`, on the loggers that write request lines
 (``ProfilesConfig.ready``), replaces the value of those parameters with
 ``[redacted]`` in a record's message and arguments before any handler sees
 it. Parameter names are compared after percent-decoding, as Django reads
-them (``tracking%5Fapi%5Fkey`` is ``tracking_api_key``).
+them (``tracking%5Fapi%5Fkey`` is ``tracking_api_key``), and in any case.
 """
 
 import logging
@@ -17,7 +17,7 @@ from urllib.parse import unquote_plus
 
 from profiles.api_input import KEY_FIELDS, SEGMENT_KEY_FIELD
 
-KEY_PARAMETERS = frozenset((*KEY_FIELDS, SEGMENT_KEY_FIELD))
+KEY_PARAMETERS = frozenset(name.casefold() for name in (*KEY_FIELDS, SEGMENT_KEY_FIELD))
 REDACTED = "[redacted]"
 # Loggers that write a request's URL: runserver's access log, Django's
 # request errors, and gunicorn's access log when one is configured.
@@ -32,11 +32,18 @@ def redact_keys(text: str) -> str:
         return text
 
     def replace(match: re.Match) -> str:
-        if unquote_plus(match["name"]) not in KEY_PARAMETERS:
+        if _key_name(match["name"]) not in KEY_PARAMETERS:
             return match[0]
         return f"{match['lead']}{match['name']}={REDACTED}"
 
     return _PARAMETER.sub(replace, text)
+
+
+def _key_name(name: str) -> str:
+    """A parameter's name as compared: decoded, any case, without stray
+    characters. A client that writes ``TRACKING_API_KEY`` or adds a NUL is
+    refused (the API reads the exact name), yet its key is as secret."""
+    return re.sub(r"[^a-z_]", "", unquote_plus(name).casefold())
 
 
 def _redact(value):

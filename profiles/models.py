@@ -5,6 +5,8 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 
+from profiles.stored_json import StoredJSONField
+
 
 class Profile(models.Model):
     """A person the platform knows, by the customer's own id and/or by email.
@@ -17,7 +19,7 @@ class Profile(models.Model):
 
     user_id = models.CharField("user id", max_length=255, null=True, blank=True)
     email = models.EmailField(max_length=254, blank=True, default="")
-    properties = models.JSONField("custom attributes", default=dict, blank=True)
+    properties = StoredJSONField("custom attributes", default=dict, blank=True)
     tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     subscribed = models.BooleanField(default=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
@@ -54,7 +56,7 @@ class Event(models.Model):
         Profile, on_delete=models.CASCADE, related_name="events", db_index=False
     )
     name = models.CharField(max_length=255)
-    properties = models.JSONField(default=dict, blank=True)
+    properties = StoredJSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -2,13 +2,14 @@ from django import forms
 
 from segments.builder import Builder
 from segments.models import Segment
-from segments.names import segment_name_normalize, segment_name_problem
+from segments.names import segment_name_normalize, segment_name_problem, segment_name_skeleton
 
 
 def segment_name_clean(name: str, *, segment: Segment | None) -> str:
     """The name to save, or ValidationError: normalized, unique among the
-    other segments ignoring case, and (when new or changed) not mixing
-    look-alike alphabets within a word."""
+    other segments ignoring case, and (when new or changed) neither mixing
+    look-alike alphabets within a word nor looking like another segment's
+    name written in another alphabet (``segment_name_skeleton``)."""
     name = segment_name_normalize(name)
     if not name:
         raise forms.ValidationError("Give the segment a name with visible letters.")
@@ -21,6 +22,15 @@ def segment_name_clean(name: str, *, segment: Segment | None) -> str:
         others = others.exclude(pk=segment.pk)
     if others.exists():
         raise forms.ValidationError("Another segment already has this name.")
+    if not unchanged:
+        skeleton = segment_name_skeleton(name)
+        others = Segment.objects.exclude(pk=segment.pk) if segment else Segment.objects.all()
+        for other in others.values_list("name", flat=True).iterator():
+            if segment_name_skeleton(other) == skeleton:
+                raise forms.ValidationError(
+                    f"The name of another segment, “{other}”, looks the same: some of the "
+                    "letters are from another alphabet. Choose a name that looks different."
+                )
     return name
 
 

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from profiles.models import Profile
+from profiles.stored_json import StoredJSONField
 
 
 class Segment(models.Model):
@@ -21,7 +22,7 @@ class Segment(models.Model):
 
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
-    rules = models.JSONField(default=dict, blank=True)
+    rules = StoredJSONField(default=dict, blank=True)
     member_count = models.PositiveIntegerField(null=True, blank=True)
     last_refreshed_at = models.DateTimeField(null=True, blank=True)
     refresh_requested_at = models.DateTimeField(null=True, blank=True)
@@ -118,7 +119,7 @@ class DeletionJob(models.Model):
     # What was confirmed, for the receipt: the rules as they were then (the
     # segment's may be edited later), and whether the people deleted are
     # kept from coming back (profiles.Suppression).
-    rules_at_confirmation = models.JSONField(default=dict, blank=True)
+    rules_at_confirmation = StoredJSONField(default=dict, blank=True)
     suppress = models.BooleanField("stop them from coming back", default=False)
     # Confirmed by a retention schedule in its owner's name (created_by),
     # not by someone typing the name in the dialog.

@@ -13,7 +13,9 @@ cannot type, without saying why. So:
   ones inside one word (``segment_name_problem``): "Cafe" typed with a
   Cyrillic Es is refused, a Greek word beside a Latin one is fine. It is
   a simple rule a marketer can understand, and it catches the look-alikes
-  that matter here;
+  that matter here; nor may it look like another segment's name once
+  look-alike letters read as Latin (``segment_name_skeleton``), which
+  catches a word typed wholly in Cyrillic or Greek look-alikes;
 - a typed confirmation is compared after the same normalization, and when it
   differs only by look-alike letters, the message says which letter
   (``segment_name_mismatch``).
@@ -26,8 +28,13 @@ import re
 import unicodedata
 
 # Invisible, yet not in the "format" category: the combining grapheme
-# joiner and the Hangul and Khmer fillers.
-_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")
+# joiner, the Hangul and Khmer fillers, the blank braille pattern and the
+# variation selectors (which only pick a glyph's style, e.g. an emoji's).
+_INVISIBLE = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0\u2800"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
 _WORD = re.compile(r"\w+")
 _SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
 
@@ -84,6 +91,14 @@ def _script(ch: str) -> str | None:
         return None
     name = unicodedata.name(ch, "")
     return next((script for script in _SCRIPTS if name.startswith(script + " ")), None)
+
+
+def segment_name_skeleton(name: str) -> str:
+    """What a (normalized) name looks like: Cyrillic and Greek look-alike
+    letters read as the Latin ones, capitals as small letters. "COO" typed with Cyrillic
+    letters uses one alphabet, so ``segment_name_problem`` lets it through,
+    yet it looks exactly like the Latin "COO"."""
+    return name.translate(_LOOK_ALIKES).lower()
 
 
 def segment_name_matches(typed: str, name: str) -> bool:

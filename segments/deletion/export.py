@@ -53,6 +53,7 @@ BUILTIN_COLUMNS = ("email", "user id", "subscription status")
 # What spreadsheets take for the start of a formula (OWASP's list).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 NEVER_REFRESHED = "never-refreshed"
+VIEW_PROFILE = "profiles.view_profile"
 
 
 class StaleMembership(Exception):
@@ -82,7 +83,9 @@ class ExportForm(forms.Form):
 @login_required
 def export_members(request: HttpRequest, pk: int) -> HttpResponse:
     """POST (from the deletion dialog): the members it showed, as a CSV download."""
-    if not user_can_delete_profiles(request.user):
+    # The file lists the members: seeing them needs profile access, as on
+    # the segment's page, even for someone who may delete them.
+    if not (user_can_delete_profiles(request.user) and request.user.has_perm(VIEW_PROFILE)):
         raise PermissionDenied
     segment = get_object_or_404(Segment, pk=pk)
     form = ExportForm(request.POST)

@@ -8,7 +8,7 @@ from profiles.erasure import erased_repr
 from profiles.models import ApiKey, Profile, SubscriptionPreference
 from profiles.selectors import api_key_authenticate
 from profiles.services import api_key_create
-from tests.profiles.factories import ProfileFactory, SubscriptionPreferenceFactory
+from tests.profiles.factories import EventFactory, ProfileFactory, SubscriptionPreferenceFactory
 from tests.profiles.test_ingestion import (
     WAIT_SECONDS,
     _erase_while_holding_the_lock,
@@ -232,3 +232,53 @@ def test_an_admin_row_for_a_profile_being_erased_is_refused_with_a_form_error(ad
     errors = response.context["adminform"].form.errors
     assert errors["profile"] == ["This profile no longer exists; it may have just been erased."]
     assert not SubscriptionPreference.objects.exists()
+
+
+HOSTILE_JSON = [
+    '{"score": 1e400}',
+    '{"score": NaN}',
+    '{"score": -Infinity}',
+    '{"score": 1' + "0" * 5000 + "}",
+    '{"a": "x\\u0000y"}',
+    '{"a": "\\ud800"}',
+    '{"\\u0000": 1}',
+    "[" * 100_000,
+]
+
+
+@pytest.mark.parametrize("properties", HOSTILE_JSON)
+def test_the_profile_admin_refuses_json_the_database_cannot_hold_with_a_form_error(
+    admin_client, properties
+):
+    profile = ProfileFactory(email="ada@example.com", properties={"plan": "pro"})
+    data = {
+        "email": profile.email,
+        "user_id": profile.user_id or "",
+        "properties": properties,
+        "preferences-TOTAL_FORMS": "0",
+        "preferences-INITIAL_FORMS": "0",
+    }
+    response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", data)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["properties"]
+    profile.refresh_from_db()
+    assert profile.properties == {"plan": "pro"}
+
+
+@pytest.mark.parametrize("properties", HOSTILE_JSON[:3])
+def test_the_event_admin_refuses_json_the_database_cannot_hold_with_a_form_error(
+    admin_client, properties
+):
+    event = EventFactory(properties={"plan": "pro"})
+    data = {
+        "name": event.name,
+        "profile": event.profile_id,
+        "occurred_at_0": "2024-01-01",
+        "occurred_at_1": "10:00:00",
+        "properties": properties,
+    }
+    response = admin_client.post(f"/admin/profiles/event/{event.pk}/change/", data)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["properties"]
+    event.refresh_from_db()
+    assert event.properties == {"plan": "pro"}

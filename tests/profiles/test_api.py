@@ -54,10 +54,16 @@ def test_the_heartbeat_answers_without_a_key(client):
     assert response.json() == {"status": 200, "message": "Success."}
 
 
+def test_the_heartbeat_answers_head_as_it_answers_get(client):
+    response = client.head("/api/v2/heartbeat")
+    assert response.status_code == 200
+    assert response.content == b""
+
+
 def test_the_heartbeat_refuses_post(client):
     response = client.post("/api/v2/heartbeat")
     assert response.status_code == 405
-    assert response["Allow"] == "GET"
+    assert response["Allow"] == "GET, HEAD"
     assert response.json()["code"] == "method_not_allowed"
 
 

@@ -90,6 +90,29 @@ def test_a_time_outside_1970_to_tomorrow_is_refused_naming_the_field(
     assert "1970-01-01T00:00:00Z" in message or "not a valid Unix timestamp" in message
 
 
+@pytest.mark.parametrize(
+    "when",
+    [
+        "\uff12\uff10\uff12\uff14-01-01T00:00:00Z",  # full-width digits
+        "\u0662\u0660\u0662\u0664-01-01T00:00:00Z",  # Arabic-Indic digits
+    ],
+)
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v2/events/track", _event, "extras.created_at"),
+        ("/v1/track", lambda t: _track(timestamp=t), "timestamp"),
+        ("/v1/batch", lambda t: {"batch": [_identify()], "sentAt": t}, "sentAt"),
+    ],
+)
+def test_a_time_written_with_other_digits_than_0_to_9_is_refused(
+    client, key, path, body, field, when
+):
+    """Django's parse_datetime reads any Unicode digit, so these were stored as 2024."""
+    response = post(client, path, json.dumps(body(when)), key)
+    assert_refused(response, f'"{field}"', "ISO 8601")
+
+
 @pytest.mark.parametrize("when", ["1970-01-01T00:00:00Z", 0, "in an hour"])
 def test_times_at_the_edges_of_the_window_are_accepted(client, key, when):
     if when == "in an hour":

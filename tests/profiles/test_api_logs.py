@@ -32,6 +32,10 @@ from tests import workers
         ("/v1/batch?write%4Bey=s3cr3t", f"/v1/batch?write%4Bey={REDACTED}"),  # writeKey
         ("/x?tracking%5Fapi%5Fkey=s3cr3t", f"/x?tracking%5Fapi%5Fkey={REDACTED}"),
         ("/x?tracking_api_key=", f"/x?tracking_api_key={REDACTED}"),
+        # Refused by the API (the name is read exactly), yet the key is as secret.
+        ("/x?TRACKING_API_KEY=s3cr3t", f"/x?TRACKING_API_KEY={REDACTED}"),
+        ("/x?a=1&WriteKey=s3cr3t", f"/x?a=1&WriteKey={REDACTED}"),
+        ("/x?tracking_api_key%00=s3cr3t", f"/x?tracking_api_key%00={REDACTED}"),
         ("/profiles/?q=tracking_api_key=s3cr3t", "/profiles/?q=tracking_api_key=s3cr3t"),
         ("/api/v2/users/track?id=1&data=2", "/api/v2/users/track?id=1&data=2"),
     ],

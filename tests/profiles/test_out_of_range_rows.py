@@ -10,8 +10,10 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from profiles.models import Event
+from profiles.models import Event, Profile
 from profiles.timestamps import EARLIEST, LATEST
+from segments.models import Segment
+from segments.rules import RulesError, rules_validate
 from tests.profiles.factories import ProfileFactory
 from tests.segments.factories import SegmentFactory, SegmentMembershipFactory
 
@@ -89,3 +91,44 @@ def test_the_admin_lists_shows_and_deletes_such_an_event(staff_client, stored):
     response = staff_client.post(f"/admin/profiles/event/{event_id}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Event.objects.filter(pk=event_id).exists()
+
+
+# A number of more digits than Python turns into an int (4,300) ----------------
+
+HUGE = "1" + "0" * 5000
+
+
+def _store_json(table: str, column: str, pk: int, text: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {column} = %s::jsonb WHERE id = %s", [text, pk])
+
+
+def test_a_segment_whose_stored_rule_holds_a_huge_number_leaves_the_pages_up(staff_client):
+    segment = SegmentFactory(name="Old import")
+    _store_json(
+        "segments_segment",
+        "rules",
+        segment.pk,
+        '{"match": "all", "conditions": [{"type": "property", "field": "score", '
+        f'"operator": "gt", "value": {HUGE}}}]}}',
+    )
+    assert staff_client.get(reverse("segments:list")).status_code == 200
+    for url_name in ("segments:detail", "segments:edit", "segments:delete_profiles"):
+        assert staff_client.get(reverse(url_name, args=[segment.pk])).status_code == 200
+    rule = Segment.objects.get(pk=segment.pk).rules["conditions"][0]
+    assert rule["value"] == float("inf")
+    with pytest.raises(RulesError, match="too large a number"):
+        rules_validate(Segment.objects.get(pk=segment.pk).rules)
+
+
+def test_a_profile_or_event_holding_a_huge_number_leaves_its_pages_up(staff_client):
+    profile = ProfileFactory()
+    event_id = _insert_event(profile, "2024-01-01T00:00:00Z")
+    _store_json("profiles_profile", "properties", profile.pk, f'{{"score": -{HUGE}}}')
+    _store_json("profiles_event", "properties", event_id, f'{{"items": [{HUGE}]}}')
+
+    for url_name in ("profiles:detail", "profiles:events"):
+        assert staff_client.get(reverse(url_name, args=[profile.pk])).status_code == 200
+    assert staff_client.get(f"/admin/profiles/profile/{profile.pk}/change/").status_code == 200
+    assert Event.objects.get(pk=event_id).properties == {"items": [float("inf")]}
+    assert Profile.objects.values_list("properties__score", flat=True).get() == float("-inf")

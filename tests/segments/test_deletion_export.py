@@ -6,6 +6,7 @@ import logging
 import threading
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.core.signals import request_finished
 from django.db import close_old_connections, connection
 from django.http import StreamingHttpResponse
@@ -228,6 +229,22 @@ def test_viewers_and_outsiders_get_403(client, world, bob, charlie):
         client.force_login(user)
         assert download(client, world["segment"]).status_code == 403
     assert not ProfileExport.objects.exists()
+
+
+def test_someone_who_may_delete_but_not_see_profiles_gets_403_and_no_button(client, world):
+    """The file lists the members, which the segment's page shows only with
+    profile access; the right to delete them is not the right to read them."""
+    user = User.objects.create_user("deleter")
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=("view_segment", "change_segment", "delete_profile"))
+    )
+    client.force_login(user)
+    assert download(client, world["segment"]).status_code == 403
+    assert not ProfileExport.objects.exists()
+    dialog = client.get(f"/segments/{world['segment'].pk}/delete-profiles/")
+    assert dialog.status_code == 200
+    assert b'data-testid="dialog-export"' not in dialog.content
+    assert b"needs access to profiles" in dialog.content
 
 
 def test_an_unknown_segment_is_404(editor_client, world):

@@ -42,6 +42,9 @@ RULES = {"match": "all", "conditions": [{"type": "subscription", "status": "subs
         ("  Caf\u00e9 \t\u00a0 club\u2003 ", f"{COMPOSED} club"),
         ("Trial\x07 users", "Trial users"),  # a control character
         (CYRILLIC, CYRILLIC),  # a real letter: kept (and refused by the form)
+        ("Caf\u00e9\ufe0f", COMPOSED),  # a variation selector
+        ("Caf\u00e9\u2800", COMPOSED),  # the blank braille pattern
+        ("Caf\U000e0100\u00e9", COMPOSED),  # a supplementary variation selector
     ],
 )
 def test_names_are_normalized(typed, normal):
@@ -87,6 +90,42 @@ def test_words_in_one_alphabet_each_are_fine(editor_client, enqueued, name):
     assert Segment.objects.get().name == name
 
 
+@pytest.mark.parametrize(
+    ("existing", "name"),
+    [
+        ("COO", "\u0421\u041e\u041e"),  # all three letters Cyrillic: one alphabet
+        ("Cace club", "\u0421\u0430\u0441\u0435 club"),  # Cyrillic Es, a, es, ie
+        ("\u0421\u041e\u041e", "coo"),  # and the other way round
+        ("ABE", "\u0391\u0392\u0395"),  # Greek capitals
+    ],
+)
+def test_a_name_in_another_alphabet_that_looks_like_an_existing_one_is_refused(
+    editor_client, enqueued, existing, name
+):
+    SegmentFactory(name=existing)
+    response = create(editor_client, name)
+    assert response.status_code == 400
+    [error] = response.context["form"].errors["name"]
+    assert f"another segment, “{existing}”, looks the same" in error
+    assert Segment.objects.count() == 1
+
+
+def test_names_that_differ_in_spelling_not_in_alphabet_are_still_two_names(editor_client, enqueued):
+    SegmentFactory(name="Stra\u00dfe club")
+    assert create(editor_client, "Strasse club").status_code == 302
+
+
+def test_renaming_to_a_look_alike_of_another_segment_is_refused(editor_client, enqueued):
+    SegmentFactory(name="COO")
+    segment = SegmentFactory(name="Trial", rules=RULES)
+    data = {"name": "\u0421\u041e\u041e", "description": "", "rules": json.dumps(RULES)}
+    response = editor_client.post(f"/segments/{segment.pk}/edit/", data)
+    assert response.status_code == 400
+    assert "looks the same" in response.context["form"].errors["name"][0]
+    segment.refresh_from_db()
+    assert segment.name == "Trial"
+
+
 def test_a_name_is_saved_normalized(editor_client, enqueued):
     assert create(editor_client, f"  {DECOMPOSED}\u200b   club ").status_code == 302
     assert Segment.objects.get().name == f"{COMPOSED} club"
@@ -121,6 +160,10 @@ def test_the_admin_form_normalizes_and_checks_the_name_too(enqueued):
     form = SegmentAdminForm(data)
     assert not form.is_valid()
     assert form.errors["name"] == ["Another segment already has this name."]
+    SegmentFactory(name="COO")
+    form = SegmentAdminForm({**data, "name": "\u0421\u041e\u041e"})  # Cyrillic look-alikes
+    assert not form.is_valid()
+    assert "looks the same" in form.errors["name"][0]
     form = SegmentAdminForm({**data, "name": f"{DECOMPOSED} club\u200b"})
     assert form.is_valid(), form.errors
     assert form.cleaned_data["name"] == f"{COMPOSED} club"
