@@ -231,7 +231,11 @@ def heartbeat(request, body, api_key):
 
 @api_endpoint("POST", scope=TRACK)
 def users_track(request, body, api_key):
-    ingestion.profile_identify(call=parse_identify(body))
+    # A track key (shown to anyone by a web page) cannot redirect a known
+    # person's emails: it sets an email only where the profile has none.
+    ingestion.profile_identify(
+        call=parse_identify(body), may_replace_email=api_key.scope == FULL
+    )
     return _success()
 
 

@@ -130,9 +130,13 @@ _INSERT = (
     "VALUES (%s, %s, %s::jsonb, '{}', true, NULL, now(), now()) "
     "ON CONFLICT (user_id) WHERE user_id IS NOT NULL DO NOTHING RETURNING id"
 )
+# A call without an email keeps the profile's; one whose key may not replace
+# emails (a track key, which a web page shows to anyone) sets it only where
+# the profile has none.
 _MERGE = (
     f"UPDATE {_TABLE} SET properties = properties || %s::jsonb, "  # noqa: S608
-    "email = CASE WHEN %s = '' THEN email ELSE %s END, updated_at = now() WHERE id = %s"
+    "email = CASE WHEN %s = '' OR (NOT %s AND email <> '') THEN email ELSE %s END, "
+    "updated_at = now() WHERE id = %s"
 )
 
 
@@ -188,13 +192,20 @@ def _describe(identity: Identity) -> str:
     return f"No profile has the email {identity.email!r}."
 
 
-def _identify(cursor, call: IdentifyCall, known: dict[str, int] | None = None) -> ProfileRef:
+def _identify(
+    cursor,
+    call: IdentifyCall,
+    known: dict[str, int] | None = None,
+    *,
+    may_replace_email: bool = True,
+) -> ProfileRef:
     ref = _lookup_known(known, call.identity) or _profile_for_write(
         cursor, call.identity, properties=call.data
     )
     if not ref.created:
         data = json.dumps(call.data)
-        cursor.execute(_MERGE, [data, call.identity.email, call.identity.email, ref.pk])
+        email = call.identity.email
+        cursor.execute(_MERGE, [data, email, may_replace_email, email, ref.pk])
     _remember(known, call.identity, ref)
     return ref
 
@@ -245,15 +256,17 @@ def _check_created(cursor, identities: list[Identity]) -> None:
 
 
 @ingestion_transaction
-def profile_identify(*, call: IdentifyCall) -> ProfileRef:
+def profile_identify(*, call: IdentifyCall, may_replace_email: bool = True) -> ProfileRef:
     """Create or update the profile: ``data`` is merged into its properties,
-    a given email replaces the old one. A new profile is subscribed.
+    a given email replaces the old one (unless ``may_replace_email`` is
+    False: then it is set only where the profile has none). A new profile
+    is subscribed.
 
     Suppressed people (``profiles.suppression``) raise Suppressed, writing nothing.
     """
     with connection.cursor() as cursor:
         _refuse_suppressed(cursor, call.identity)
-        ref = _identify(cursor, call)
+        ref = _identify(cursor, call, may_replace_email=may_replace_email)
         if ref.created:
             _check_created(cursor, [call.identity])
         return ref
@@ -389,7 +402,7 @@ def segment_batch_apply(
         maybe_new = [c.identity for c in calls if c.identity.user_id not in known]
         for call in calls:
             if isinstance(call, IdentifyCall):
-                _identify(cursor, call, known)
+                _identify(cursor, call, known, may_replace_email=api_key.scope == ApiKey.Scope.FULL)
             else:
                 events.append(_event(cursor, call, known))
         _check_created(cursor, maybe_new)

@@ -219,3 +219,47 @@ def test_the_other_segment_calls_are_accepted_and_not_stored(client, track_key, 
     assert response.status_code == 200
     assert (response.json()["applied"], response.json()["ignored"]) == (0, 1)
     assert not Profile.objects.exists()
+
+
+IDENTIFY_WITH_EMAIL = [
+    ("/api/v2/users/track", {"id": "u1", "email": "mallory@evil.test", "data": {"plan": "x"}}),
+    ("/v1/identify", {"userId": "u1", "traits": {"email": "mallory@evil.test", "plan": "x"}}),
+    (
+        "/v1/batch",
+        {
+            "batch": [
+                {
+                    "type": "identify",
+                    "userId": "u1",
+                    "traits": {"email": "mallory@evil.test", "plan": "x"},
+                }
+            ]
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("path,body", IDENTIFY_WITH_EMAIL)
+def test_a_track_key_cannot_change_a_known_persons_email(client, track_key, path, body):
+    # The key is in every visitor's browser: with it, anyone could otherwise
+    # send a known person's emails to an address of their own.
+    ada = ProfileFactory(user_id="u1", email="ada@example.com", properties={})
+    assert send(client, "post", path, body, track_key).status_code == 200
+    ada.refresh_from_db()
+    assert ada.email == "ada@example.com" and ada.properties["plan"] == "x"
+
+
+@pytest.mark.parametrize("path,body", IDENTIFY_WITH_EMAIL)
+def test_a_track_key_sets_an_email_where_the_profile_has_none(client, track_key, path, body):
+    ada = ProfileFactory(user_id="u1", email="", properties={})
+    assert send(client, "post", path, body, track_key).status_code == 200
+    ada.refresh_from_db()
+    assert ada.email == "mallory@evil.test"
+
+
+@pytest.mark.parametrize("path,body", IDENTIFY_WITH_EMAIL)
+def test_a_full_key_changes_a_known_persons_email(client, full_key, path, body):
+    ada = ProfileFactory(user_id="u1", email="ada@example.com", properties={})
+    assert send(client, "post", path, body, full_key).status_code == 200
+    ada.refresh_from_db()
+    assert ada.email == "mallory@evil.test"
