@@ -233,9 +233,7 @@ def heartbeat(request, body, api_key):
 def users_track(request, body, api_key):
     # A track key (shown to anyone by a web page) cannot redirect a known
     # person's emails: it sets an email only where the profile has none.
-    ingestion.profile_identify(
-        call=parse_identify(body), may_replace_email=api_key.scope == FULL
-    )
+    ingestion.profile_identify(call=parse_identify(body), may_replace_email=api_key.scope == FULL)
     return _success()
 
 
