@@ -32,6 +32,7 @@ from django.utils import timezone
 from segments.deletion import services as deletion
 from segments.deletion.selectors import segment_membership_token, user_can_delete_profiles
 from segments.models import DeletionJob, RetentionSchedule, Segment
+from segments.names import segment_name_mismatch
 from segments.retention.notices import retention_brake_emails_send
 from segments.retention.timing import next_slot, schedule_timezone
 from segments.rules import RulesError
@@ -44,6 +45,10 @@ RUN_TASK = "segments.tasks.run_retention"
 
 class RetentionRefused(Exception):
     """A request about a schedule that must not be done; the message is for the user."""
+
+
+class RetentionNotConfirmed(RetentionRefused):
+    """The segment's name was not typed (or not typed right) to resume."""
 
 
 rules_digest = RetentionSchedule.digest
@@ -122,14 +127,24 @@ def retention_pause(*, schedule: RetentionSchedule, user, now=None) -> Retention
     return schedule
 
 
-def retention_resume(*, schedule: RetentionSchedule, user, now=None) -> RetentionSchedule:
+def retention_resume(
+    *, schedule: RetentionSchedule, user, typed_name: str, now=None
+) -> RetentionSchedule:
     """Go on, from the next slot after now, with the rules as they are now.
 
-    Whoever resumes becomes the owner: they reviewed the segment, the runs
-    confirm deletions in their name and the emails go to them.
+    Resuming confirms those rules, as creating the schedule did, so it takes
+    the segment's name typed again (compared as the manual deletion
+    compares it). Whoever resumes becomes the owner: they reviewed the
+    segment, the runs confirm deletions in their name and the emails go to
+    them.
     """
     if not user_can_delete_profiles(user):
         raise PermissionDenied
+    mismatch = segment_name_mismatch(
+        typed_name, schedule.segment.name, nothing_done="The schedule is still paused."
+    )
+    if mismatch:
+        raise RetentionNotConfirmed(mismatch)
     now = now or timezone.now()
     with transaction.atomic():
         schedule = (

@@ -105,13 +105,24 @@ def retention_pause(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def retention_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    return _act(
+    schedule = _get_schedule(request, pk, write=True)
+    typed_name = request.POST.get("typed_name", "")
+    try:
+        retention.retention_resume(schedule=schedule, user=request.user, typed_name=typed_name)
+    except retention.RetentionNotConfirmed as refused:
+        context = retention_page_context(schedule=schedule, user=request.user)
+        context.update(resume_error=str(refused), resume_typed=typed_name)
+        return render(request, "segments/retention.html", context, status=400)
+    except retention.RetentionRefused as refused:
+        messages.error(request, str(refused))
+        context = retention_page_context(schedule=schedule, user=request.user)
+        return render(request, "segments/retention.html", context, status=409)
+    messages.success(
         request,
-        pk,
-        retention.retention_resume,
         "Resumed. You are now this schedule's owner: its runs delete in your name and its "
         "emails come to you.",
     )
+    return redirect("segments:retention", pk=pk)
 
 
 @require_POST

@@ -81,6 +81,28 @@ def test_an_editor_schedules_and_pauses_with_the_keyboard_on_a_phone(live_server
     page.goto(f"{live_server.url}/segments/{segment.pk}/")
     expect(page.get_by_test_id("retention-card")).to_contain_text("Automatic deletion: paused")
 
+    # Resuming confirms the rules again: the name, typed, as when creating it.
+    page.goto(f"{live_server.url}/segments/{segment.pk}/retention/")
+    name_box = page.get_by_label("Type the segment's name to resume")
+    press_until_focused(page, name_box)
+    page.keyboard.type(segment.name[:-1])
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("The schedule is still paused.")
+    expect(page.get_by_label("Type the segment's name to resume")).to_be_focused()
+    assert fits_the_screen(page)
+    page.get_by_label("Type the segment's name to resume").fill(segment.name)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status")).to_contain_text("Resumed.")
+    assert not RetentionSchedule.objects.get().is_paused
+    assert fits_the_screen(page)
+    press_until_focused(page, page.get_by_role("button", name="Pause"))
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status")).to_contain_text("Paused.")
+
+    # The segment page says so too, again.
+    page.goto(f"{live_server.url}/segments/{segment.pk}/")
+    expect(page.get_by_test_id("retention-card")).to_contain_text("Automatic deletion: paused")
+
 
 def test_a_viewer_sees_the_schedule_but_no_buttons(live_server, login, alice, bob):
     population = build_population(doomed=2, survivors=1, events_each=0)

@@ -122,7 +122,7 @@ def test_pause_and_resume_from_the_next_slot_after_now(trials, alice):
     schedule.refresh_from_db()
     assert schedule.is_paused and "Paused by alice" in schedule.pause_reason
     later = at(30, 12)
-    retention.retention_resume(schedule=schedule, user=alice, now=later)
+    retention.retention_resume(schedule=schedule, user=alice, typed_name=trials.name, now=later)
     schedule.refresh_from_db()
     assert schedule.status == "active" and schedule.pause_reason == ""
     assert schedule.next_run_at == datetime.datetime(2026, 12, 1, 3, tzinfo=UTC)
@@ -131,16 +131,17 @@ def test_pause_and_resume_from_the_next_slot_after_now(trials, alice):
 def test_whoever_resumes_becomes_the_owner(trials, alice, admin_user):
     schedule = make_schedule(trials, alice)
     retention.retention_pause(schedule=schedule, user=alice, now=NOW)
-    retention.retention_resume(schedule=schedule, user=admin_user, now=NOW)
+    retention.retention_resume(schedule=schedule, user=admin_user, typed_name=trials.name, now=NOW)
     schedule.refresh_from_db()
     assert schedule.owner == admin_user and schedule.owner_username == "root"
 
 
 def test_a_viewer_cannot_pause_resume_or_delete(trials, alice, bob):
     schedule = make_schedule(trials, alice)
-    for action in (retention.retention_pause, retention.retention_resume):
-        with pytest.raises(PermissionDenied):
-            action(schedule=schedule, user=bob)
+    with pytest.raises(PermissionDenied):
+        retention.retention_pause(schedule=schedule, user=bob)
+    with pytest.raises(PermissionDenied):
+        retention.retention_resume(schedule=schedule, user=bob, typed_name=trials.name)
     with pytest.raises(PermissionDenied):
         retention.retention_delete(schedule=schedule, user=bob)
     schedule.refresh_from_db()
@@ -390,7 +391,7 @@ def test_a_rule_edit_and_a_resume_during_the_refresh_start_no_deletion(trials, a
         segment_services.segment_update(
             segment=edited, name=edited.name, description="", rules=paid, user=alice
         )
-        retention.retention_resume(schedule=schedule, user=alice)
+        retention.retention_resume(schedule=schedule, user=alice, typed_name=edited.name)
         return count
 
     monkeypatch.setattr(retention, "segment_refresh", refresh_then_edit_and_resume)

@@ -238,7 +238,9 @@ def test_an_editor_pauses_and_resumes(editor_client, schedule, segment):
     assert "Paused by alice" in html and "None while paused." in html
     schedule.refresh_from_db()
     assert schedule.is_paused
-    response = editor_client.post(url("retention_resume", segment), follow=True)
+    response = editor_client.post(
+        url("retention_resume", segment), {"typed_name": segment.name}, follow=True
+    )
     assert "You are now this schedule&#x27;s owner" in response.content.decode()
     schedule.refresh_from_db()
     assert schedule.status == "active"
@@ -255,7 +257,7 @@ def test_pausing_twice_says_so_and_changes_nothing(editor_client, schedule, segm
 
 
 def test_resuming_an_active_schedule_is_refused(editor_client, schedule, segment):
-    response = editor_client.post(url("retention_resume", segment))
+    response = editor_client.post(url("retention_resume", segment), {"typed_name": segment.name})
     assert response.status_code == 409
     assert "This schedule is not paused." in response.content.decode()
 
@@ -365,3 +367,16 @@ def test_the_dry_run_names_members_only_to_users_with_profile_access(schedule, s
 def test_head_answers_where_get_does_and_creates_nothing(segment, editor_client):
     assert editor_client.head(url("retention_create", segment)).status_code == 200
     assert not RetentionSchedule.objects.exists()
+
+
+@pytest.mark.parametrize("typed", [None, "", "Old Trial", "old trials", "Old Tri\u0430ls"])
+def test_resuming_takes_the_segments_name_typed_again(editor_client, schedule, segment, typed):
+    editor_client.post(url("retention_pause", segment))
+    before = RetentionSchedule.objects.values().get()
+    data = {} if typed is None else {"typed_name": typed}
+    response = editor_client.post(url("retention_resume", segment), data)
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'id="resume-error"' in html and "The schedule is still paused." in html
+    assert 'aria-invalid="true"' in html
+    assert RetentionSchedule.objects.values().get() == before
