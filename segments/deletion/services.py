@@ -57,6 +57,7 @@ from profiles.models import Profile
 from segments.deletion.notices import deletion_notice_record
 from segments.deletion.receipts import receipt_capture, receipt_write_file
 from segments.deletion.selectors import segment_membership_token, user_can_delete_profiles
+from segments.locks import TryAdvisoryLock
 from segments.models import (
     DeletionBatch,
     DeletionJob,
@@ -268,7 +269,7 @@ def _lock_key(job_id: int) -> list[int]:
     return [ADVISORY_NAMESPACE, job_id % 2**31]
 
 
-class _AdvisoryLock:
+class _AdvisoryLock(TryAdvisoryLock):
     """Session-level advisory lock on the job id, so one runner per job.
 
     Held by the runner for its whole slice and by the watchdog while it
@@ -276,24 +277,8 @@ class _AdvisoryLock:
     """
 
     def __init__(self, job_id: int):
+        super().__init__(ADVISORY_NAMESPACE, job_id)
         self.job_id = job_id
-        self.acquired = False
-
-    def __enter__(self):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", _lock_key(self.job_id))
-            self.acquired = cursor.fetchone()[0]
-        return self
-
-    def __exit__(self, *exc):
-        if not self.acquired:
-            return
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", _lock_key(self.job_id))
-        except DatabaseError:
-            # The connection is gone, and the lock with it.
-            connection.close()
 
 
 class _RunnerLock(_AdvisoryLock):

@@ -26,11 +26,12 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from segments.deletion import services as deletion
 from segments.deletion.selectors import segment_membership_token, user_can_delete_profiles
+from segments.locks import TryAdvisoryLock
 from segments.models import DeletionJob, RetentionSchedule, Segment
 from segments.names import segment_name_mismatch
 from segments.retention.notices import retention_brake_emails_send
@@ -261,31 +262,6 @@ def retention_dispatch(*, now=None) -> list[tuple[int, object]]:
 RUN_LOCK_NAMESPACE = 0x5E6F
 
 
-class _RunLock:
-    """Session-level advisory lock on the schedule: one delivery of a run at
-    a time. It dies with its connection, so a worker killed mid-run frees
-    the schedule for the broker's redelivery."""
-
-    def __init__(self, schedule_id: int):
-        self.key = [RUN_LOCK_NAMESPACE, schedule_id % 2**31]
-        self.acquired = False
-
-    def __enter__(self):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", self.key)
-            self.acquired = cursor.fetchone()[0]
-        return self
-
-    def __exit__(self, *exc):
-        if not self.acquired:
-            return
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", self.key)
-        except DatabaseError:
-            connection.close()  # the connection is gone, and the lock with it
-
-
 def retention_run(*, schedule_id: int, slot, now=None) -> str:
     """Run one claimed slot: refresh, brake, start the deletion.
 
@@ -304,7 +280,8 @@ def retention_run(*, schedule_id: int, slot, now=None) -> str:
     """
     if isinstance(slot, str):
         slot = datetime.datetime.fromisoformat(slot)
-    with _RunLock(schedule_id) as lock:
+    # One delivery of a run at a time (segments.locks).
+    with TryAdvisoryLock(RUN_LOCK_NAMESPACE, schedule_id) as lock:
         if not lock.acquired:
             logger.info(
                 "Retention schedule %s: a run is in progress; this delivery exits", schedule_id
