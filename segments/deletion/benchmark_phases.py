@@ -35,7 +35,7 @@ PHASES = (
     ("erase: the plan in one call", lambda s: s.startswith("SELECT * FROM pg_temp.vero_erase_")),
     ("create the erasure function", lambda s: "FUNCTION pg_temp.vero_erase_" in s),
     # The receipt's digests (issue 13): work the floors do not do.
-    ("receipt digests", lambda s: "INSERT INTO segments_deletionreceiptentry" in s),
+    ("receipt digests", lambda s: "INSERT INTO segments_deletionreceiptbatch" in s),
     ("cancel check", lambda s: "segments_deletionjob" in s and "cancel_requested" in s),
     ("lock_timeout", lambda s: "set_config('lock_timeout'" in s),
     ("job row lock", lambda s: "FROM segments_deletionjob " in s and "FOR UPDATE" in s),

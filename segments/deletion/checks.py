@@ -52,7 +52,7 @@ from segments.deletion.receipts import (
 from segments.models import (
     DeletionJob,
     DeletionJobProfile,
-    DeletionReceiptEntry,
+    DeletionReceiptBatch,
     DeletionRunner,
 )
 
@@ -410,22 +410,37 @@ def _receipt_holds_digests_only(job: DeletionJob) -> list[Finding]:
     """The receipt names nobody in clear: each entry is a pair of 64-hex
     digests (or none), there is one per deleted profile, and the file says
     the same as the database."""
-    entries = DeletionReceiptEntry.objects.filter(job=job)
     pattern = DIGEST.pattern
-    not_digests = (
-        entries.exclude(user_id_sha256__isnull=True).exclude(user_id_sha256__regex=pattern).count()
-        + entries.exclude(email_sha256__isnull=True).exclude(email_sha256__regex=pattern).count()
-    )
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        # Both arrays of a batch run in step (one position, one profile).
+        cursor.execute(
+            f"""
+            SELECT count(*), count(*) FILTER (WHERE u !~ %(pattern)s OR e !~ %(pattern)s),
+                   (SELECT count(*) FROM {qn(DeletionReceiptBatch._meta.db_table)} b
+                    WHERE b.job_id = %(job)s AND (cardinality(b.user_id_sha256)
+                        IS DISTINCT FROM cardinality(b.email_sha256)))
+            FROM {qn(DeletionReceiptBatch._meta.db_table)} b,
+                 unnest(b.user_id_sha256, b.email_sha256) AS d(u, e)
+            WHERE b.job_id = %(job)s
+            """,  # noqa: S608 (table name from model metadata)
+            {"job": job.pk, "pattern": pattern},
+        )
+        count, not_digests, out_of_step = cursor.fetchone()
     not_digests += Suppression.objects.filter(job_id=job.pk).exclude(digest__regex=pattern).count()
-    count = entries.count()
     findings = [
         Finding(
             "receipt",
-            not_digests == 0 and count == job.deleted,
+            not_digests == 0 and out_of_step == 0 and count == job.deleted,
             f"The receipt lists {count:,} erased profiles for {job.deleted:,} deleted"
             + (
                 f"; {not_digests:,} of its values (or of its suppressions) are not SHA-256 digests"
                 if not_digests
+                else ""
+            )
+            + (
+                f"; in {out_of_step:,} of its batches the user id and email digests do not pair up"
+                if out_of_step
                 else ""
             )
             + ".",

@@ -33,11 +33,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Q
+from django.db.models import F, Func, Q, Sum
 from django.utils import timezone
 
 from profiles.models import Profile, Suppression
-from segments.models import DeletionJob, DeletionReceiptEntry
+from segments.models import DeletionJob, DeletionReceiptBatch
 from segments.rules import Described, rules_describe
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,38 @@ EMAIL_SQL = (
 )
 
 
+def receipt_capture_sql(*, ids: str, job: str, suppress: bool) -> str:
+    """The statement that records these profiles' digests on the job's
+    receipt (and, with ``suppress``, on the suppression list), and reads as
+    how many it recorded. ``ids`` and ``job`` are SQL expressions for the
+    batch's id array and the job's id: psycopg parameters for
+    :func:`receipt_capture`, variables inside the batch function that
+    :mod:`segments.deletion.batch` builds, so the statement is written once.
+
+    The digests are taken once (a CTE), for the receipt's row and the
+    suppression list both. No row is written when none of the ids exists.
+    """
+    qn = connection.ops.quote_name
+    profiles = qn(Profile._meta.db_table)
+    batches = qn(DeletionReceiptBatch._meta.db_table)
+    statement = (
+        f"WITH digests AS MATERIALIZED (SELECT {USER_ID_SQL.format(col='user_id')} AS u, "  # noqa: S608
+        f"{EMAIL_SQL.format(col='email')} AS e FROM {profiles} WHERE id = ANY({ids})), "
+        f"recorded AS (INSERT INTO {batches} (job_id, user_id_sha256, email_sha256) "
+        f"SELECT {job}, array_agg(u), array_agg(e) FROM digests HAVING count(*) > 0)"
+    )
+    if suppress:
+        suppressions = qn(Suppression._meta.db_table)
+        statement += (
+            f", suppressed AS (INSERT INTO {suppressions} (kind, digest, job_id, created_at) "  # noqa: S608
+            f"SELECT DISTINCT kind, digest, {job}, now() FROM digests, LATERAL (VALUES "
+            f"('{Suppression.Kind.USER_ID}', u), ('{Suppression.Kind.EMAIL}', e)) "
+            "AS d(kind, digest) "
+            "WHERE digest IS NOT NULL ON CONFLICT (digest, kind) DO NOTHING)"
+        )
+    return statement + " SELECT count(*) FROM digests"  # noqa: S608
+
+
 def receipt_capture(*, job_id: int, profile_ids: list[int], suppress: bool) -> int:
     """Record the digests of these profiles on the job's receipt (and, with
     ``suppress``, on the suppression list), in the caller's transaction.
@@ -71,32 +103,38 @@ def receipt_capture(*, job_id: int, profile_ids: list[int], suppress: bool) -> i
     """
     if not profile_ids:
         return 0
-    qn = connection.ops.quote_name
-    profiles = qn(Profile._meta.db_table)
-    entries = qn(DeletionReceiptEntry._meta.db_table)
-    insert = (
-        f"INSERT INTO {entries} (job_id, user_id_sha256, email_sha256) "  # noqa: S608
-        f"SELECT %(job)s, {USER_ID_SQL.format(col='user_id')}, {EMAIL_SQL.format(col='email')} "
-        f"FROM {profiles} WHERE id = ANY(%(ids)s)"
-    )
-    params = {"job": job_id, "ids": list(profile_ids)}
+    statement = receipt_capture_sql(ids="%(ids)s::bigint[]", job="%(job)s", suppress=suppress)
     with connection.cursor() as cursor:
-        if not suppress:
-            cursor.execute(insert, params)
-            return cursor.rowcount
-        suppressions = qn(Suppression._meta.db_table)
-        cursor.execute(
-            f"WITH entry AS ({insert} RETURNING user_id_sha256, email_sha256), "  # noqa: S608
-            "inserted AS ("
-            f"INSERT INTO {suppressions} (kind, digest, job_id, created_at) "
-            "SELECT DISTINCT kind, digest, %(job)s, now() FROM entry, LATERAL (VALUES "
-            f"('{Suppression.Kind.USER_ID}', user_id_sha256), "
-            f"('{Suppression.Kind.EMAIL}', email_sha256)) AS d(kind, digest) "
-            "WHERE digest IS NOT NULL ON CONFLICT (digest, kind) DO NOTHING) "
-            "SELECT count(*) FROM entry",
-            params,
-        )
+        cursor.execute(statement, {"job": job_id, "ids": list(profile_ids)})
         return cursor.fetchone()[0]
+
+
+def receipt_entries(
+    job_id: int, *, chunk_size: int = 5000
+) -> Iterator[tuple[str | None, str | None]]:
+    """Each erased profile's (user id digest, email digest), in the order
+    the batches erased them, read with a server-side cursor so memory stays
+    flat at any size."""
+    qn = connection.ops.quote_name
+    batches = qn(DeletionReceiptBatch._meta.db_table)
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(
+            f"SELECT d.u, d.e FROM {batches} b, "  # noqa: S608
+            "unnest(b.user_id_sha256, b.email_sha256) WITH ORDINALITY AS d(u, e, n) "
+            "WHERE b.job_id = %s ORDER BY b.id, d.n",
+            [job_id],
+        )
+        while rows := cursor.fetchmany(chunk_size):
+            yield from rows
+
+
+def receipt_entry_count(job_id: int) -> int:
+    return (
+        DeletionReceiptBatch.objects.filter(job_id=job_id).aggregate(
+            n=Sum(Func(F("user_id_sha256"), function="cardinality"))
+        )["n"]
+        or 0
+    )
 
 
 # --- The document --------------------------------------------------------------
@@ -256,12 +294,7 @@ def receipt_chunks(job: DeletionJob) -> Iterator[str]:
     database with a server-side cursor so memory stays flat at any size."""
     summary = json.dumps(receipt_summary(job), indent=1)
     yield summary[:-2] + ",\n " + PROFILES_OPENING + "\n"
-    entries = (
-        DeletionReceiptEntry.objects.filter(job_id=job.pk)
-        .order_by("pk")
-        .values_list("user_id_sha256", "email_sha256")
-        .iterator(chunk_size=5000)
-    )
+    entries = receipt_entries(job.pk)
     lines, first = [], True
     for entry in entries:
         lines.append(("  " if first else ", ") + json.dumps(list(entry)) + "\n")

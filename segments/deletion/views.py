@@ -16,6 +16,7 @@ from segments.deletion import services as deletion
 from segments.deletion.forms import DeleteProfilesForm
 from segments.deletion.receipts import (
     receipt_chunks,
+    receipt_entry_count,
     receipt_path,
     receipt_rules,
     receipt_rules_describe,
@@ -272,7 +273,7 @@ def deletion_receipt(request: HttpRequest, job_pk: int) -> HttpResponse:
     context = {
         "job": job,
         "rules": receipt_rules_describe(receipt_rules(job.rules_at_confirmation)),
-        "entry_count": job.receipt_entries.count(),
+        "entry_count": receipt_entry_count(job.pk),
     }
     return render(request, "segments/deletion_receipt.html", context)
 

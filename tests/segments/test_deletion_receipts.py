@@ -15,8 +15,13 @@ from profiles.models import Event, Profile, SubscriptionPreference, Suppression
 from segments.deletion import services as deletion
 from segments.deletion import watchdog
 from segments.deletion.checks import deletion_verify
-from segments.deletion.receipts import receipt_chunks, receipt_path, receipt_read_file
-from segments.models import DeletionJob, DeletionReceiptEntry, SegmentMembership
+from segments.deletion.receipts import (
+    receipt_chunks,
+    receipt_entries,
+    receipt_path,
+    receipt_read_file,
+)
+from segments.models import DeletionJob, DeletionReceiptBatch, SegmentMembership
 from tests.profiles.factories import ProfileFactory
 from tests.segments.factories import SegmentMembershipFactory
 from tests.segments.population import build_population
@@ -41,9 +46,7 @@ def expected_pairs(profile_ids) -> set[tuple]:
 
 
 def receipt_pairs(job) -> set[tuple]:
-    return set(
-        DeletionReceiptEntry.objects.filter(job=job).values_list("user_id_sha256", "email_sha256")
-    )
+    return set(receipt_entries(job.pk))
 
 
 @pytest.fixture
@@ -260,7 +263,7 @@ def test_the_receipt_rows_hold_nothing_but_digests(population, alice):
     run_to_end(job)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT row_to_json(r)::text FROM segments_deletionreceiptentry r WHERE job_id = %s "
+            "SELECT row_to_json(r)::text FROM segments_deletionreceiptbatch r WHERE job_id = %s "
             "UNION ALL SELECT row_to_json(s)::text FROM profiles_suppression s",
             [job.pk],
         )
@@ -274,18 +277,43 @@ def test_the_receipt_rows_hold_nothing_but_digests(population, alice):
 def test_verify_deletion_fails_a_receipt_that_holds_an_identifier(population, alice):
     job = start(population, alice)
     run_to_end(job)
-    entry = DeletionReceiptEntry.objects.filter(job=job).first()
-    entry.email_sha256 = "ada@example.com"
-    entry.save()
+    batch = DeletionReceiptBatch.objects.filter(job=job).first()
+    batch.email_sha256[0] = "ada@example.com"
+    batch.save()
     failed = {f.check for f in deletion_verify(job=job).failures}
     assert failed == {"receipt"}
+
+
+def test_verify_deletion_fails_a_receipt_whose_digests_no_longer_pair_up(population, alice):
+    job = start(population, alice)
+    run_to_end(job)
+    batch = DeletionReceiptBatch.objects.filter(job=job).first()
+    batch.email_sha256.pop()
+    batch.save()
+    failures = deletion_verify(job=job).failures
+    assert {f.check for f in failures} == {"receipt"}
+    assert "do not pair up" in failures[0].detail
+
+
+def test_a_batch_writes_one_receipt_row_with_each_profiles_digests_side_by_side(population, alice):
+    expected = expected_pairs(population.doomed)
+    job = start(population, alice)
+    sizes = []
+    while handled := deletion.deletion_run_batch(job_id=job.pk, batch_size=4).handled:
+        sizes.append(handled)
+    rows = DeletionReceiptBatch.objects.filter(job=job).order_by("pk")
+    assert sizes == [4, 4, 4, 1]
+    assert [len(r.user_id_sha256) for r in rows] == sizes
+    assert [len(r.email_sha256) for r in rows] == sizes
+    # Each (user id, email) pair is one profile's: the arrays run in step.
+    assert receipt_pairs(job) == expected
 
 
 def test_verify_deletion_fails_a_receipt_file_that_holds_an_identifier(population, alice):
     job = start(population, alice)
     run_to_end(job)
     path = receipt_path(job.pk)
-    digest = DeletionReceiptEntry.objects.filter(job=job).first().email_sha256
+    digest = next(e for _, e in receipt_entries(job.pk) if e)
     path.write_text(path.read_text().replace(digest, "ada@example.com", 1))
     failures = deletion_verify(job=job).failures
     assert {f.check for f in failures} == {"receipt file"}
@@ -295,7 +323,10 @@ def test_verify_deletion_fails_a_receipt_file_that_holds_an_identifier(populatio
 def test_verify_deletion_fails_a_receipt_missing_an_erased_profile(population, alice):
     job = start(population, alice)
     run_to_end(job)
-    DeletionReceiptEntry.objects.filter(job=job).first().delete()
+    batch = DeletionReceiptBatch.objects.filter(job=job).first()
+    batch.user_id_sha256.pop(0)
+    batch.email_sha256.pop(0)
+    batch.save()
     assert {f.check for f in deletion_verify(job=job).failures} == {"receipt", "receipt file"}
 
 
@@ -399,3 +430,28 @@ def test_the_watchdog_rewrites_the_file_of_a_job_that_ended_again(population, al
     watchdog.deletion_watchdog()
     summary, entries = receipt_read_file(receipt_path(job.pk))
     assert summary["status"] == "completed" and len(set(entries)) == 13
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_to_receipt_batches_keeps_every_entry_in_order():
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("segments", "0015_deletion_runner")])
+    old = executor.loader.project_state([("segments", "0015_deletion_runner")]).apps
+    job = old.get_model("segments", "DeletionJob").objects.create(
+        segment_name="Old job", status="completed"
+    )
+    entry = old.get_model("segments", "DeletionReceiptEntry")
+    pairs = [(sha(f"user-{i}"), sha(f"p{i}@example.com") if i % 3 else None) for i in range(5003)]
+    entry.objects.bulk_create(
+        entry(job_id=job.pk, user_id_sha256=u, email_sha256=e) for u, e in pairs
+    )
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    rows = DeletionReceiptBatch.objects.filter(job_id=job.pk).order_by("pk")
+    assert [len(r.user_id_sha256) for r in rows] == [5000, 3]
+    assert list(receipt_entries(job.pk)) == pairs
