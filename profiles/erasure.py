@@ -500,14 +500,29 @@ def erasure_function_sql(returning: tuple[tuple[str, str], ...] = ()) -> tuple[s
     return name, create
 
 
-def _erase_in_one_call(cursor, result: ErasureResult, ids: list[int], returning) -> None:
-    name, create = erasure_function_sql(tuple(sorted(returning.items())))
+def session_function_ensure(cursor, name: str, create: str) -> None:
+    """Create this ``pg_temp`` function in the current session unless it is
+    known to exist there already.
+
+    Created in the caller's transaction: if that rolls back, so does the
+    function, so it is only known to exist once that commits (and a new
+    connection, a new session, starts with none)."""
     session = connection.connection
     if name not in _session_functions.get(session, ()):
-        # Created in the caller's transaction: if that rolls back, so does
-        # the function, so it is only known to exist once that commits.
         cursor.execute(create)
         transaction.on_commit(lambda: _session_functions.setdefault(session, set()).add(name))
+
+
+def erasure_function_ensure(cursor, returning: dict[str, str]) -> str:
+    """The name of the erasure function for ``returning``, created in this
+    session if need be (see :func:`erasure_function_sql`)."""
+    name, create = erasure_function_sql(tuple(sorted(returning.items())))
+    session_function_ensure(cursor, name, create)
+    return name
+
+
+def _erase_in_one_call(cursor, result: ErasureResult, ids: list[int], returning) -> None:
+    name = erasure_function_ensure(cursor, returning)
     cursor.execute(f"SELECT * FROM pg_temp.{name}(%s::bigint[])", [ids])  # noqa: S608 (a digest)
     for label, rows, values in cursor.fetchall():
         if label == Profile._meta.label_lower:

@@ -32,6 +32,8 @@ PHASES = (
     ),
     # Since issue 15 a batch's erasure is one call of a function generated
     # from erasure_plan() (SET CONSTRAINTS and the admin log checks inside).
+    ("batch: one call", lambda s: s.startswith("SELECT * FROM pg_temp.vero_batch_")),
+    ("create the batch function", lambda s: "FUNCTION pg_temp.vero_batch_" in s),
     ("erase: the plan in one call", lambda s: s.startswith("SELECT * FROM pg_temp.vero_erase_")),
     ("create the erasure function", lambda s: "FUNCTION pg_temp.vero_erase_" in s),
     # The receipt's digests (issue 13): work the floors do not do.
@@ -56,7 +58,7 @@ PHASES = (
     ("batch log insert", lambda s: s.startswith("INSERT INTO segments_deletionbatch")),
     ("longest batch update", lambda s: "longest_batch_ms" in s and s.startswith("UPDATE")),
 )
-BATCH_STARTS = ("cancel check", "batch start (job row, cancel, ids)")
+BATCH_STARTS = ("cancel check", "batch start (job row, cancel, ids)", "batch: one call")
 ERASE = tuple(name for name, _ in PHASES if name.startswith("erase: "))
 LOCKING = ("lock profiles (SKIP LOCKED)", "lock profiles again (erasure)", "set constraints")
 BOOKKEEPING = (
@@ -149,7 +151,10 @@ def summarize(records, *, total: float, outcome: str) -> dict:
     full = [
         (part, wall)
         for part, wall in batches
-        if any(p in ("erase: profiles", "erase: the plan in one call") for p, _, _ in part)
+        if any(
+            p in ("erase: profiles", "erase: the plan in one call", "batch: one call")
+            for p, _, _ in part
+        )
     ]
     per_phase = defaultdict(list)
     round_trips, walls = [], []

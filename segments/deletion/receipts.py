@@ -61,7 +61,7 @@ EMAIL_SQL = (
 )
 
 
-def receipt_capture_sql(*, ids: str, job: str, suppress: bool) -> str:
+def receipt_capture_sql(*, ids: str, job: str, suppress: bool, into: str = "") -> str:
     """The statement that records these profiles' digests on the job's
     receipt (and, with ``suppress``, on the suppression list), and reads as
     how many it recorded. ``ids`` and ``job`` are SQL expressions for the
@@ -69,28 +69,35 @@ def receipt_capture_sql(*, ids: str, job: str, suppress: bool) -> str:
     :func:`receipt_capture`, variables inside the batch function that
     :mod:`segments.deletion.batch` builds, so the statement is written once.
 
-    The digests are taken once (a CTE), for the receipt's row and the
-    suppression list both. No row is written when none of the ids exists.
+    With ``suppress`` the digests are taken once (a CTE), for the receipt's
+    row and the suppression list both. No row is written when none of the
+    ids exists.
+    ``into`` names the function's variable that takes the count.
     """
     qn = connection.ops.quote_name
     profiles = qn(Profile._meta.db_table)
     batches = qn(DeletionReceiptBatch._meta.db_table)
-    statement = (
-        f"WITH digests AS MATERIALIZED (SELECT {USER_ID_SQL.format(col='user_id')} AS u, "  # noqa: S608
-        f"{EMAIL_SQL.format(col='email')} AS e FROM {profiles} WHERE id = ANY({ids})), "
-        f"recorded AS (INSERT INTO {batches} (job_id, user_id_sha256, email_sha256) "
-        f"SELECT {job}, array_agg(u), array_agg(e) FROM digests HAVING count(*) > 0)"
-    )
-    if suppress:
-        suppressions = qn(Suppression._meta.db_table)
-        statement += (
-            f", suppressed AS (INSERT INTO {suppressions} (kind, digest, job_id, created_at) "  # noqa: S608
-            f"SELECT DISTINCT kind, digest, {job}, now() FROM digests, LATERAL (VALUES "
-            f"('{Suppression.Kind.USER_ID}', u), ('{Suppression.Kind.EMAIL}', e)) "
-            "AS d(kind, digest) "
-            "WHERE digest IS NOT NULL ON CONFLICT (digest, kind) DO NOTHING)"
+    user_id, email = USER_ID_SQL.format(col="user_id"), EMAIL_SQL.format(col="email")
+    into = f" INTO {into}" if into else ""
+    if not suppress:
+        return (
+            f"INSERT INTO {batches} (job_id, user_id_sha256, email_sha256) "  # noqa: S608
+            f"SELECT {job}, array_agg({user_id}), array_agg({email}) FROM {profiles} "
+            f"WHERE id = ANY({ids}) HAVING count(*) > 0 "
+            f"RETURNING cardinality(user_id_sha256){into}"
         )
-    return statement + " SELECT count(*) FROM digests"  # noqa: S608
+    suppressions = qn(Suppression._meta.db_table)
+    return (
+        f"WITH digests AS MATERIALIZED (SELECT {user_id} AS u, {email} AS e "  # noqa: S608
+        f"FROM {profiles} WHERE id = ANY({ids})), "
+        f"recorded AS (INSERT INTO {batches} (job_id, user_id_sha256, email_sha256) "
+        f"SELECT {job}, array_agg(u), array_agg(e) FROM digests HAVING count(*) > 0), "
+        f"suppressed AS (INSERT INTO {suppressions} (kind, digest, job_id, created_at) "
+        f"SELECT DISTINCT kind, digest, {job}, now() FROM digests, LATERAL (VALUES "
+        f"('{Suppression.Kind.USER_ID}', u), ('{Suppression.Kind.EMAIL}', e)) "
+        "AS d(kind, digest) WHERE digest IS NOT NULL ON CONFLICT (digest, kind) DO NOTHING) "
+        f"SELECT count(*){into} FROM digests"
+    )
 
 
 def receipt_capture(*, job_id: int, profile_ids: list[int], suppress: bool) -> int:
@@ -106,7 +113,8 @@ def receipt_capture(*, job_id: int, profile_ids: list[int], suppress: bool) -> i
     statement = receipt_capture_sql(ids="%(ids)s::bigint[]", job="%(job)s", suppress=suppress)
     with connection.cursor() as cursor:
         cursor.execute(statement, {"job": job_id, "ids": list(profile_ids)})
-        return cursor.fetchone()[0]
+        row = cursor.fetchone()
+    return row[0] if row else 0
 
 
 def receipt_entries(

@@ -54,6 +54,16 @@ from django.utils import timezone
 
 from profiles.erasure import profiles_erase
 from profiles.models import Profile
+from segments.deletion.batch import (
+    COUNTED_STEPS,
+    JOB_RECORD,
+    MEMBER_SEGMENTS,
+    MEMBERSHIPS,
+    RUNNER_RECORD,
+    BatchCall,
+    active_statuses,
+    batch_call,
+)
 from segments.deletion.notices import deletion_notice_record
 from segments.deletion.receipts import receipt_capture, receipt_write_file
 from segments.deletion.selectors import segment_membership_token, user_can_delete_profiles
@@ -523,290 +533,88 @@ def deletion_run_batch(*, job_id: int, batch_size: int, runner: int | None = Non
     in the same transaction as the deletes, so a crash at any point leaves
     them consistent with the data, and a batch costs one commit. Round trips
     are what a batch adds to the erasure itself (see README, "Where a batch
-    goes"), so a batch is five statements whatever its size: one reads the
-    job (locked), the cancel flag and the batch's ids; one locks the
-    profiles; one records the receipt's digests; one erases (the whole
-    plan, in one call: ``profiles_erase(locked=True)``); one writes the
-    cursor, counters and log.
+    goes"), so a batch of fresh snapshot ids is one call of a server-side
+    function (``segments.deletion.batch``) that reads the job (locked), the
+    cancel flag and the batch's ids, locks the profiles, records the
+    receipt's digests, erases (the function built from ``erasure_plan()``)
+    and writes the cursor, counters and log. The set-aside profiles are
+    retried with the same steps as separate statements.
 
     A parallel ``runner`` does the same over its own range, with its own
     cursor and set-aside ids (its row is locked instead of the job's); its
-    last statement adds the counters to the job's row, or raises
-    ``JobEnded`` (the batch rolls back) if the job has ended meanwhile.
+    last statement adds the counters to the job's row, or the batch raises
+    ``JobEnded`` (and rolls back) if the job has ended meanwhile.
     """
     started = time.monotonic()
     with transaction.atomic():
-        if runner is None:
-            start = _batch_start(job_id, batch_size)
-        else:
-            start = _runner_batch_start(job_id, runner, batch_size)
-        if start.cancel_requested:
-            return BatchResult(0, time.monotonic() - started, cancelled=True)
-        profile_ids = start.profile_ids
-        retrying = not profile_ids
-        skipped = 0
-        if retrying:
-            if not start.deferred:
-                return BatchResult(0, time.monotonic() - started)
-            # Whichever set-aside profiles are free now, up to a batch: a held
-            # one at the front must not hide free ones behind it.
-            erasable = _free_or_gone(sorted(start.deferred), limit=batch_size)
-            erasing = set(erasable)
-            deferred = [pk for pk in start.deferred if pk not in erasing]
-            if not erasable:
-                return BatchResult(0, time.monotonic() - started, waiting=len(deferred))
-            locked = False
-        else:
-            erasable, held = _lock_profiles(profile_ids)
-            deferred = [*start.deferred, *held]
-            skipped = len(profile_ids) - len(erasable) - len(held)
-            locked = True
-        receipt_capture(job_id=job_id, profile_ids=erasable, suppress=start.suppress)
-        result = profiles_erase(profile_ids=erasable, locked=locked, returning=MEMBER_SEGMENTS)
-        touched = sorted(set(start.touched) | result.returned.get(MEMBERSHIPS, set()))
-        elapsed = time.monotonic() - started
-        _record_batch(
-            job_id,
-            cursor=start.cursor if retrying else profile_ids[-1],
-            deferred=deferred,
-            touched=touched,
-            result=result,
-            skipped=skipped,
-            # A batch that only set profiles aside says nothing about the pace.
-            logged_profiles=len(erasable),
-            duration_ms=int(elapsed * 1000),
+        call = batch_call(
+            job_id=job_id,
             runner=runner,
-            was_deferred=start.deferred,
+            batch_size=batch_size,
+            lock_timeout=f"{BATCH_LOCK_TIMEOUT_MS}ms",
+            now=timezone.now(),
         )
-    handled = len(erasable) if retrying else len(profile_ids)
-    return BatchResult(handled, time.monotonic() - started, waiting=len(deferred))
+        if not call.found and runner is None:
+            raise DeletionJob.DoesNotExist(f"Deletion job {job_id} does not exist.")
+        if not call.found:
+            raise DeletionRunner.DoesNotExist(f"Deletion job {job_id} has no runner {runner}.")
+        if call.ended:
+            raise JobEnded(f"Deletion job {job_id} has ended.")
+        if call.cancelled:
+            return BatchResult(0, time.monotonic() - started, cancelled=True)
+        if call.fresh:
+            return BatchResult(call.handled, time.monotonic() - started, waiting=call.waiting)
+        if not call.deferred:
+            return BatchResult(0, time.monotonic() - started)
+        return _retry_set_aside(job_id, call, batch_size=batch_size, runner=runner, started=started)
 
 
-# The segment memberships a batch deletes tell which segments lost members.
-MEMBERSHIPS = SegmentMembership._meta.label_lower
-MEMBER_SEGMENTS = {MEMBERSHIPS: SegmentMembership._meta.get_field("segment").column}
-
-
-class _BatchStart(NamedTuple):
-    cancel_requested: bool
-    suppress: bool
-    cursor: int
-    deferred: list[int]
-    touched: list[int]
-    profile_ids: list[int]
-
-
-def _batch_start(job_id: int, batch_size: int) -> _BatchStart:
-    """One statement: set the batch's lock timeout, lock the job row, read
-    the cancel flag, the cursor and what is set aside, and fetch the next
-    ``batch_size`` snapshot ids after the cursor."""
-    qn = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        # Never queue behind someone else's row lock while holding a batch
-        # of ours: fail fast, and the runner retries smaller. (Set first:
-        # the select list is computed before the row lock is taken.)
-        cursor.execute(
-            f"""
-            SELECT set_config('lock_timeout', %s, true), j.cancel_requested, j.suppress,
-                   j.{qn("cursor")},
-                   j.deferred_profile_ids, j.touched_segment_ids,
-                   ARRAY(SELECT s.profile_id FROM {DeletionJobProfile._meta.db_table} s
-                         WHERE s.job_id = j.id AND s.profile_id > j.{qn("cursor")}
-                         ORDER BY s.profile_id LIMIT %s)
-            FROM {DeletionJob._meta.db_table} j WHERE j.id = %s FOR UPDATE OF j
-            """,  # noqa: S608 (table names from model metadata)
-            [f"{BATCH_LOCK_TIMEOUT_MS}ms", batch_size, job_id],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise DeletionJob.DoesNotExist(f"Deletion job {job_id} does not exist.")
-    _, cancel_requested, suppress, job_cursor, deferred, touched, profile_ids = row
-    return _BatchStart(
-        cancel_requested, suppress, job_cursor, deferred or [], touched or [], profile_ids
-    )
-
-
-def _runner_batch_start(job_id: int, runner: int, batch_size: int) -> _BatchStart:
-    """``_batch_start`` for a parallel runner: its own row is locked, and
-    its cursor, set-aside ids and range are read from it. The job's row is
-    read, not locked (the runners would queue behind each other): a job
-    cancelled or ended reads as cancelled. The segments touched are merged
-    into the job's when the batch is recorded."""
-    qn = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT set_config('lock_timeout', %s, true),
-                   j.cancel_requested OR NOT j.status = ANY(%s), j.suppress,
-                   r.{qn("cursor")}, r.deferred_profile_ids,
-                   ARRAY(SELECT s.profile_id FROM {DeletionJobProfile._meta.db_table} s
-                         WHERE s.job_id = r.job_id AND s.profile_id > r.{qn("cursor")}
-                           AND s.profile_id <= r.high
-                         ORDER BY s.profile_id LIMIT %s)
-            FROM {DeletionRunner._meta.db_table} r
-            JOIN {DeletionJob._meta.db_table} j ON j.id = r.job_id
-            WHERE r.job_id = %s AND r.number = %s FOR UPDATE OF r
-            """,  # noqa: S608 (table names from model metadata)
-            [
-                f"{BATCH_LOCK_TIMEOUT_MS}ms",
-                list(DeletionJob.ACTIVE_STATUSES),
-                batch_size,
-                job_id,
-                runner,
-            ],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise DeletionRunner.DoesNotExist(f"Deletion job {job_id} has no runner {runner}.")
-    _, cancelled, suppress, runner_cursor, deferred, profile_ids = row
-    return _BatchStart(cancelled, suppress, runner_cursor, deferred or [], [], profile_ids)
+def _retry_set_aside(
+    job_id: int, call: BatchCall, *, batch_size: int, runner: int | None, started: float
+) -> BatchResult:
+    """The batch once the cursor has reached the end: whichever set-aside
+    profiles are free now, up to a batch (a held one at the front must not
+    hide free ones behind it), erased with the batch function's steps as
+    separate statements, in the caller's transaction (the job's or the
+    runner's row is locked already)."""
+    erasable = _free_or_gone(sorted(call.deferred), limit=batch_size)
+    erasing = set(erasable)
+    deferred = [pk for pk in call.deferred if pk not in erasing]
+    if not erasable:
+        return BatchResult(0, time.monotonic() - started, waiting=len(deferred))
+    receipt_capture(job_id=job_id, profile_ids=erasable, suppress=call.suppress)
+    result = profiles_erase(profile_ids=erasable, returning=MEMBER_SEGMENTS)
+    touched = sorted(set(call.touched) | result.returned.get(MEMBERSHIPS, set()))
+    params = {
+        "job": job_id,
+        "runner": runner,
+        "cursor": call.cursor,
+        "deferred": deferred,
+        "was_deferred": call.deferred,
+        "touched": touched,
+        "deleted": result.deleted,
+        "skipped": result.skipped,
+        "handled": result.deleted + result.skipped,
+        "profiles": len(erasable),
+        "ms": int((time.monotonic() - started) * 1000),
+        "now": timezone.now(),
+        "active": active_statuses(),
+        **{counter: result.count(label) for counter, label in COUNTED_STEPS.items()},
+    }
+    with connection.cursor() as db:
+        if runner is None:
+            db.execute(JOB_RECORD.format(into=""), params)
+        else:
+            db.execute(RUNNER_RECORD.format(into=""), params)
+            if db.fetchone() is None:
+                raise JobEnded(f"Deletion job {job_id} has ended.")
+    return BatchResult(len(erasable), time.monotonic() - started, waiting=len(deferred))
 
 
 class JobEnded(Exception):
     """A parallel runner's batch found its job ended (failed by another
     runner or by the watchdog) when it came to record itself: it rolls back,
     so nothing is erased after a job's ending."""
-
-
-# A batch's counters, added to the job's row (one runner or several).
-_JOB_COUNTERS_SQL = """
-                deleted = deleted + %(deleted)s,
-                skipped = skipped + %(skipped)s,
-                events_deleted = events_deleted + %(events)s,
-                preferences_deleted = preferences_deleted + %(preferences)s,
-                memberships_deleted = memberships_deleted + %(memberships)s,
-                messages_anonymized = messages_anonymized + %(messages)s,
-                activity_anonymized = activity_anonymized + %(activity)s,
-                batches = batches + 1,
-                longest_batch_ms = CASE WHEN %(profiles)s > 0
-                    THEN GREATEST(longest_batch_ms, %(ms)s) ELSE longest_batch_ms END,
-                heartbeat_at = %(now)s,
-                last_progress_at = %(now)s,
-                -- Waiting, if any, starts again when only held profiles are left.
-                waiting_for = '',
-                waiting_since = NULL,
-                -- Attempts count interruptions without progress; this is progress.
-                attempts = 0"""
-
-
-def _record_batch(
-    job_id: int,
-    *,
-    cursor: int,
-    deferred: list[int],
-    touched: list[int],
-    result,
-    skipped: int,
-    logged_profiles: int,
-    duration_ms: int,
-    runner: int | None = None,
-    was_deferred: list[int] = (),
-) -> None:
-    """One statement: the job's cursor, set-aside ids and counters, and the
-    batch's log row, inside the batch's transaction. The duration is the
-    batch's up to this statement; its commit (a WAL flush, foreign keys are
-    checked as the statements run) is not in it.
-
-    For a parallel ``runner``, the cursor and set-aside ids are its row's;
-    the job's set-aside ids stay the union of its runners' (``was_deferred``
-    is what this runner had set aside before the batch), its touched
-    segments the union of theirs."""
-    now = timezone.now()
-    params = {
-        "job": job_id,
-        "cursor": cursor,
-        "deferred": deferred,
-        "touched": touched,
-        "deleted": result.deleted,
-        "skipped": result.skipped + skipped,
-        "events": result.count("profiles.event"),
-        "preferences": result.count("profiles.subscriptionpreference"),
-        "memberships": result.count(MEMBERSHIPS),
-        "messages": result.count("messaging.message"),
-        "activity": result.count("messaging.messageactivity"),
-        "profiles": logged_profiles,
-        "ms": duration_ms,
-        "now": now,
-    }
-    if runner is not None:
-        _record_runner_batch(params, runner=runner, was_deferred=list(was_deferred))
-        return
-    with connection.cursor() as db:
-        db.execute(
-            f"""
-            WITH logged AS (
-                INSERT INTO {DeletionBatch._meta.db_table}
-                    (job_id, profiles, duration_ms, finished_at)
-                SELECT %(job)s, %(profiles)s, %(ms)s, %(now)s WHERE %(profiles)s > 0
-            )
-            UPDATE {DeletionJob._meta.db_table} SET
-                "cursor" = %(cursor)s,
-                deferred_profile_ids = %(deferred)s::bigint[],
-                touched_segment_ids = %(touched)s::bigint[],{_JOB_COUNTERS_SQL}
-            WHERE id = %(job)s
-            """,  # noqa: S608 (table names from model metadata)
-            params,
-        )
-
-
-def _record_runner_batch(params: dict, *, runner: int, was_deferred: list[int]) -> None:
-    params = {
-        **params,
-        "runner": runner,
-        "was_deferred": was_deferred,
-        "handled": params["deleted"] + params["skipped"],
-        "active": list(DeletionJob.ACTIVE_STATUSES),
-    }
-    with connection.cursor() as db:
-        db.execute(
-            f"""
-            WITH logged AS (
-                INSERT INTO {DeletionBatch._meta.db_table}
-                    (job_id, profiles, duration_ms, finished_at)
-                SELECT %(job)s, %(profiles)s, %(ms)s, %(now)s WHERE %(profiles)s > 0
-            ), runner AS (
-                UPDATE {DeletionRunner._meta.db_table} SET
-                    "cursor" = %(cursor)s,
-                    deferred_profile_ids = %(deferred)s::bigint[],
-                    handled = handled + %(handled)s,
-                    batches = batches + 1
-                WHERE job_id = %(job)s AND number = %(runner)s
-            )
-            UPDATE {DeletionJob._meta.db_table} SET
-                deferred_profile_ids = ARRAY(
-                    SELECT id FROM unnest(deferred_profile_ids) id
-                    WHERE NOT id = ANY(%(was_deferred)s::bigint[])
-                    UNION SELECT unnest(%(deferred)s::bigint[]) ORDER BY 1),
-                touched_segment_ids = ARRAY(
-                    SELECT unnest(touched_segment_ids)
-                    UNION SELECT unnest(%(touched)s::bigint[]) ORDER BY 1),{_JOB_COUNTERS_SQL}
-            WHERE id = %(job)s AND status = ANY(%(active)s)
-            RETURNING id
-            """,  # noqa: S608 (table names from model metadata)
-            params,
-        )
-        if db.fetchone() is None:
-            raise JobEnded(f"Deletion job {params['job']} has ended.")
-
-
-def _lock_profiles(profile_ids: list[int]) -> tuple[list[int], list[int]]:
-    """Lock the batch's profiles that nobody else holds, in id order; return
-    their ids, and the ids of those that exist but someone else holds (they
-    are not waited for). Ids of neither kind no longer exist."""
-    table = Profile._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED",  # noqa: S608
-            [profile_ids],
-        )
-        ours = [row[0] for row in cursor.fetchall()]
-        if len(ours) == len(set(profile_ids)):
-            return ours, []
-        cursor.execute(
-            f"SELECT id FROM {table} WHERE id = ANY(%s) AND NOT id = ANY(%s) ORDER BY id",  # noqa: S608
-            [profile_ids, ours],
-        )
-        return ours, [row[0] for row in cursor.fetchall()]
 
 
 def _free_or_gone(profile_ids: list[int], *, limit: int) -> list[int]:

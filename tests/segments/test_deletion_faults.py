@@ -73,10 +73,10 @@ CLUSTER = {
     "slice_seconds": 1,
     "extra_env": {"DELETION_STALE_AFTER_SECONDS": str(STALE_AFTER)},
 }
-# A batch erases in one call of the function generated from the erasure
-# plan (profiles.erasure.erasure_function_sql); a batch waiting on the held
-# event row is waiting in that call.
-EVENT_DELETE = "SELECT * FROM pg_temp.vero_erase_"
+# A batch is one call of the batch function (segments.deletion.batch), which
+# erases with the function generated from the erasure plan; a batch waiting
+# on the held event row is waiting in that call.
+EVENT_DELETE = "SELECT * FROM pg_temp.vero_batch_"
 
 
 @pytest.fixture(autouse=True, params=[1, 2], ids=["one_runner", "two_runners"])

@@ -2,8 +2,11 @@
 a time. The same runners under a real qcluster, with kills and cancels, are
 in test_deletion_faults.py (every fault there runs with 1 and 2 runners)."""
 
+import threading
+import time
+
 import pytest
-from django.db import connections
+from django.db import connection, connections
 
 from profiles.models import Profile
 from segments.deletion import services as deletion
@@ -206,23 +209,46 @@ def test_a_runner_batch_rolls_back_if_the_job_ended_while_it_ran(
     erased after a job's ending."""
     job = start(population, alice)
     run(job)
-    real_erase = deletion.profiles_erase
+    with connection.cursor() as cursor:
+        # The batch's erasure takes a second, long enough for the job to end.
+        cursor.execute(
+            """
+            CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+            CREATE TRIGGER slow_delete AFTER DELETE ON profiles_profile
+                FOR EACH STATEMENT EXECUTE FUNCTION slow_delete();
+            """
+        )
 
-    def erase_while_the_job_ends(**kwargs):
-        result = real_erase(**kwargs)
+    def fail_the_job_meanwhile():
         other = connections.create_connection("default")
         try:
             with other.cursor() as cursor:
+                for _ in range(200):
+                    cursor.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                        "AND query LIKE 'SELECT * FROM pg_temp.vero_batch_%%'"
+                    )
+                    if cursor.fetchone():
+                        break
+                    time.sleep(0.02)
                 cursor.execute(
                     "UPDATE segments_deletionjob SET status = 'failed' WHERE id = %s", [job.pk]
                 )
         finally:
             other.close()
-        return result
 
-    monkeypatch.setattr(deletion, "profiles_erase", erase_while_the_job_ends)
-    with pytest.raises(deletion.JobEnded):
-        deletion.deletion_run_batch(job_id=job.pk, batch_size=100, runner=0)
+    ending = threading.Thread(target=fail_the_job_meanwhile)
+    ending.start()
+    try:
+        with pytest.raises(deletion.JobEnded):
+            deletion.deletion_run_batch(job_id=job.pk, batch_size=100, runner=0)
+    finally:
+        ending.join()
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER slow_delete ON profiles_profile")
+            cursor.execute("DROP FUNCTION slow_delete()")
+    assert state(job).status == "failed"
     assert Profile.objects.filter(pk__in=population.doomed).count() == 12
     assert state(job).deleted == 0
     assert runners_of(job)[0].cursor < runners_of(job)[0].low
