@@ -6,6 +6,7 @@ from segments.builder import JSONRefused, rules_from_json
 from segments.forms import segment_name_clean
 from segments.models import (
     DeletionJob,
+    DeletionRunner,
     ProfileExport,
     RetentionSchedule,
     Segment,
@@ -130,9 +131,43 @@ class RecordAdmin(admin.ModelAdmin):
         return False
 
 
+class DeletionRunnerInline(admin.TabularInline):
+    """A job's parallel runners (DELETION_RUNNERS > 1): each one's range of
+    the snapshot, how far it got and how many it set aside. Read-only."""
+
+    model = DeletionRunner
+    fields = (
+        "number",
+        "status",
+        "low",
+        "high",
+        "cursor",
+        "total",
+        "handled",
+        "set_aside",
+        "batches",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "parallel runners"
+
+    @admin.display(description="set aside")
+    def set_aside(self, runner):
+        return len(runner.deferred_profile_ids)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(DeletionJob)
 class DeletionJobAdmin(RecordAdmin):
     """The audit record of deletions: read-only, whoever looks at it."""
+
+    inlines = (DeletionRunnerInline,)
 
     list_display = (
         "id",

@@ -296,3 +296,22 @@ def test_an_old_link_to_a_profile_a_runner_deleted_names_the_running_job(
     Profile.objects.filter(pk=untouched).delete()
     html = client.get(f"/profiles/{untouched}/").content.decode()
     assert "This profile was deleted" not in html
+
+
+def test_django_admin_shows_a_jobs_runners_read_only(
+    population, alice, two_runners, enqueued, admin_client
+):
+    job = start(population, alice)
+    run(job)
+    run(job, runner=0)
+    response = admin_client.get(f"/admin/segments/deletionjob/{job.pk}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Parallel runners" in page
+    first, second = runners_of(job)
+    assert (first.status, second.status) == ("done", "active")
+    assert "Done" in page and "Working" in page
+    assert f"<p>{second.cursor}</p>" in page and f"<p>{second.high}</p>" in page
+    # Nothing in it can be changed, added or deleted.
+    assert 'name="runners-0-low"' not in page and 'name="runners-0-DELETE"' not in page
+    assert 'name="runners-MAX_NUM_FORMS" value="0"' in page  # none can be added
