@@ -366,7 +366,6 @@ def profile_tables() -> dict[str, str]:
 def profiles_erase(
     *,
     profile_ids: list[int],
-    locked: bool = False,
     returning: dict[str, str] | None = None,
 ) -> ErasureResult:
     """Erase these profiles and everything that is theirs, in the current transaction.
@@ -374,10 +373,10 @@ def profiles_erase(
     The profiles are locked first (``FOR UPDATE``, in id order so two callers
     cannot deadlock): an event ingested concurrently for one of them then
     waits for this transaction instead of racing it, and finds its profile
-    gone. Ids that no longer exist are counted as skipped. With ``locked``,
-    the caller has already locked every one of these profiles ``FOR UPDATE``
-    in this transaction, in id order, and each exists (the deletion job
-    locks its batch ``SKIP LOCKED`` itself): they are not locked again.
+    gone. Ids that no longer exist are counted as skipped. (The deletion
+    job's batches run the same plan inside the database, through
+    :func:`erasure_function_sql`; this is the API's, the admin's and the
+    job's retry of set-aside profiles.)
 
     ``returning`` maps a DELETE step's label to one of its table's columns:
     ``result.returned[label]`` is then the distinct values of that column
@@ -400,11 +399,6 @@ def profiles_erase(
         return result
     profile_table = connection.ops.quote_name(Profile._meta.db_table)
     with connection.cursor() as cursor:
-        if locked:
-            # Every statement of the plan in one round trip (see
-            # erasure_function_sql): a batch's statements are then one call.
-            _erase_in_one_call(cursor, result, sorted(set(profile_ids)), returning)
-            return result
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(
             f"SELECT id FROM {profile_table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
@@ -452,7 +446,8 @@ def erasure_function_sql(returning: tuple[tuple[str, str], ...] = ()) -> tuple[s
     step only when the log mentions its model (as :func:`profiles_erase`
     decides with :func:`_logged_models`), and the profiles deleted last. The
     function lives in the session's temporary schema; its name is a digest
-    of its text, so a changed plan is a new function.
+    of its text, so a changed plan is a new function. The deletion job's
+    batch function (``segments.deletion.batch``) calls it.
     """
     qn = connection.ops.quote_name
     wanted = dict(returning)
@@ -519,18 +514,6 @@ def erasure_function_ensure(cursor, returning: dict[str, str]) -> str:
     name, create = erasure_function_sql(tuple(sorted(returning.items())))
     session_function_ensure(cursor, name, create)
     return name
-
-
-def _erase_in_one_call(cursor, result: ErasureResult, ids: list[int], returning) -> None:
-    name = erasure_function_ensure(cursor, returning)
-    cursor.execute(f"SELECT * FROM pg_temp.{name}(%s::bigint[])", [ids])  # noqa: S608 (a digest)
-    for label, rows, values in cursor.fetchall():
-        if label == Profile._meta.label_lower:
-            result.deleted = rows
-            continue
-        result.rows[label] = result.rows.get(label, 0) + rows
-        if label in returning:
-            result.returned.setdefault(label, set()).update(values or ())
 
 
 def profile_erase(*, profile: Profile) -> ErasureResult:

@@ -310,8 +310,9 @@ class DeletionReceiptBatch(models.Model):
 
 class DeletionBatch(models.Model):
     """One committed batch of a deletion job: how many profiles, how long
-    (up to its last statement: it is written inside the batch's transaction,
-    so its commit is not in it). The benchmark reads batch durations from here."""
+    (measured in the database, from the batch's first step to the statement
+    that writes this row inside the batch's transaction: neither its commit
+    nor the round trip is in it). The benchmark reads batch durations from here."""
 
     job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="batch_log")
     profiles = models.PositiveIntegerField()

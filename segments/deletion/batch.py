@@ -200,7 +200,7 @@ _VARIABLES = {
     "handled": "(c_deleted + v_skipped)",
     "profiles": "cardinality(v_locked)",
     "ms": "v_ms",
-    "now": "p_now",
+    "now": "v_now",
     **{counter: f"c_{counter}" for counter in COUNTED_STEPS},
 }
 
@@ -222,7 +222,9 @@ def batch_function_sql(erase_name: str) -> tuple[str, str]:
     """(name, ``CREATE FUNCTION`` statement) of the batch function, which
     calls the erasure function ``erase_name`` (created beforehand).
 
-    ``p_runner`` is NULL for a job's single runner. It returns one row:
+    ``p_runner`` is NULL for a job's single runner; ``p_now`` is the
+    worker's clock as it calls (the heartbeat and the batch log's time are
+    that plus the batch's duration). It returns one row:
     ``found`` (false: no such job or runner), ``cancelled`` (nothing done),
     ``fresh`` (false: no snapshot ids were left after the cursor; nothing
     done, and the job's cursor, set-aside ids, touched segments and
@@ -245,7 +247,7 @@ DECLARE
   v_set text; v_cancel boolean; v_suppress boolean; v_cursor bigint;
   v_deferred bigint[]; v_touched bigint[]; v_ids bigint[];
   v_locked bigint[]; v_held bigint[] := '{{}}'; v_waiting bigint[];
-  v_skipped int; v_ms int; v_job bigint; n bigint; step record;
+  v_skipped int; v_ms int; v_now timestamptz; v_job bigint; n bigint; step record;
   c_deleted bigint := 0;
   {" ".join(f"c_{counter} bigint := 0;" for counter in COUNTED_STEPS)}
 BEGIN
@@ -288,7 +290,10 @@ BEGIN
       END IF;
     END LOOP;
   END IF;
-  v_ms := (extract(epoch FROM clock_timestamp() - t0) * 1000)::int;
+  -- The batch's time up to its record (never below 0, should the clock
+  -- step back), and the worker's clock at that moment for its heartbeat.
+  v_ms := greatest(0, (extract(epoch FROM clock_timestamp() - t0) * 1000)::int);
+  v_now := p_now + (clock_timestamp() - t0);
   IF p_runner IS NULL THEN
     {_in_function(JOB_RECORD)};
   ELSE

@@ -436,10 +436,13 @@ def run_floor(dbs: Databases, name: str, log) -> dict:
         )
 
 
-def run_floor_plpgsql(dbs: Databases, name: str, log, *, batch_sizes=None) -> dict:
+def run_floor_plpgsql(
+    dbs: Databases, name: str, log, *, batch_sizes=None, receipt: bool = False
+) -> dict:
     """The erasure_plan() statements in PL/pgSQL: batched with a COMMIT each
-    (``batch_sizes`` given: the sizes our job used), or one transaction over
-    the array of every id."""
+    (``batch_sizes`` given: the sizes our job used; with ``receipt``, each
+    batch writes the receipt too), or one transaction over the array of
+    every id."""
     from segments.deletion import benchmark_floors as floors
 
     with _floor_copy(dbs, name) as (job, finish):
@@ -448,14 +451,16 @@ def run_floor_plpgsql(dbs: Databases, name: str, log, *, batch_sizes=None) -> di
         if batch_sizes is None:
             block = floors.array_block(job_id=job.pk, steps=steps)
         else:
-            block = floors.loop_block(job_id=job.pk, sizes=batch_sizes, steps=steps)
+            block = floors.loop_block(
+                job_id=job.pk, sizes=batch_sizes, steps=steps, receipt=receipt
+            )
         connections.close_all()
         seconds, report = floors.run_block(dbs._params(name), block)
         labels = [label for label, _ in steps]
         counts = dict(zip(labels, report["counts"], strict=True))
         step_ms = {label: round(ms, 1) for label, ms in zip(labels, report["step_ms"], strict=True)}
         batch_ms = report["batch_ms"]
-        kind = "loop" if batch_sizes is not None else "array"
+        kind = "array" if batch_sizes is None else "loop + receipt" if receipt else "loop"
         log(f"  floor ({kind}): {job.total:,} profiles in {seconds:.2f}s")
         return finish(
             {
@@ -469,6 +474,8 @@ def run_floor_plpgsql(dbs: Databases, name: str, log, *, batch_sizes=None) -> di
                 # Milliseconds summed over the run, per statement of the plan.
                 "step_ms": step_ms,
                 "lock_ms": round(report["lock_ms"], 1),
+                "receipt_ms": round(report.get("receipt_ms", 0), 1),
+                "receipt_entries": report.get("receipt_entries", 0),
             }
         )
 
@@ -900,8 +907,11 @@ CONTENDERS = {
     "floor_loop": "floor: PL/pgSQL loop, our batches",
     "floor_array": "floor: one txn over id array",
     "floor_join": "floor: one txn, joins",
+    "floor_loop_receipt": "floor: the loop + our receipt",
 }
 FLOORS = ("floor_loop", "floor_array", "floor_join")
+# Measured beside the floors, never the best floor: it does more than erase.
+EXACT_WORK = ("floor_loop_receipt",)
 
 
 def ours_key(runners: int) -> str:
@@ -914,7 +924,7 @@ def contenders(config: BenchConfig) -> dict:
         ours_key(n): CONTENDERS["ours"] if n == 1 else f"ours, {n} parallel runners"
         for n in config.runners
     }
-    return {**ours, **{key: CONTENDERS[key] for key in FLOORS}}
+    return {**ours, **{key: CONTENDERS[key] for key in (*FLOORS, *EXACT_WORK)}}
 
 
 def spread(values) -> dict:
@@ -931,7 +941,7 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
     started = time.monotonic()
     log(f"Building {config.profiles:,} profiles x {config.events_per_profile} events…")
     data = build_template(config, dbs, log)
-    names = {k: f"{config.prefix}_{k}" for k in ("ours", *FLOORS, "naive", "phases")}
+    names = {k: f"{config.prefix}_{k}" for k in ("ours", *FLOORS, *EXACT_WORK, "naive", "phases")}
     result = {"data": data, "machine": machine_info(dbs)}
     keys = contenders(config)
     runs = {key: [] for key in keys}
@@ -955,6 +965,12 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
                 run_floor_plpgsql(dbs, names["floor_loop"], log, batch_sizes=sizes or [1000])
             )
             done(names["floor_loop"])
+            runs["floor_loop_receipt"].append(
+                run_floor_plpgsql(
+                    dbs, names["floor_loop_receipt"], log, batch_sizes=sizes or [1000], receipt=True
+                )
+            )
+            done(names["floor_loop_receipt"])
             runs["floor_array"].append(run_floor_plpgsql(dbs, names["floor_array"], log))
             done(names["floor_array"])
             runs["floor_join"].append(run_floor(dbs, names["floor_join"], log))
@@ -995,7 +1011,10 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
     result["ratios"] = {
         "best_floor": best,
         "ours_over_best_floor": _ratio(ours_s, summary[best]["median"]),
-        **{f"ours_over_{key}": _ratio(ours_s, summary[key]["median"]) for key in FLOORS},
+        **{
+            f"ours_over_{key}": _ratio(ours_s, summary[key]["median"])
+            for key in (*FLOORS, *EXACT_WORK)
+        },
         **{
             f"{ours_key(n)}_over_best_floor": _ratio(
                 summary[ours_key(n)]["median"], summary[best]["median"]

@@ -11,7 +11,11 @@ no task, no cursor or counters written back, no batch log. Three of them:
   batch locked ``FOR UPDATE`` in id order and committed on its own: our job
   with every round trip and every bookkeeping row taken out;
 - ``floor_array``: the same statements once, in one transaction, over the
-  array of every snapshot id.
+  array of every snapshot id;
+- ``floor_loop_receipt``: the loop, each batch also writing the receipt's
+  digests as ours does. Not a floor of the erasure (it does more), so never
+  the "best floor"; it is the floor of our exact work, and ours against it
+  is what the job's own machinery costs.
 
 The PL/pgSQL is generated from ``erasure_plan()`` (the steps' SQL with the
 batch's ids as a variable), so a table added to the erasure is erased by the
@@ -78,11 +82,26 @@ def _declare(steps) -> str:
   lock_ms float8 := 0;"""
 
 
-def loop_block(*, job_id: int, sizes: list[int], steps) -> str:
+def loop_block(*, job_id: int, sizes: list[int], steps, receipt: bool = False) -> str:
     """The in-database batched loop: the job's snapshot in id order, batch i
-    of ``sizes[i]`` profiles (the last size for the rest), one COMMIT each."""
+    of ``sizes[i]`` profiles (the last size for the rest), one COMMIT each.
+
+    With ``receipt``, each batch also records its people's digests on the
+    job's receipt (the statement ours runs, ``receipt_capture_sql``) before
+    the erasure: the floor of our exact work, the receipt included."""
+    from segments.deletion.receipts import receipt_capture_sql
+
     snapshot = DeletionJobProfile._meta.db_table
     profiles = Profile._meta.db_table
+    capture = ""
+    if receipt:
+        statement = receipt_capture_sql(ids="ids", job=str(int(job_id)), suppress=False, into="n")
+        capture = (
+            "    ts := clock_timestamp();\n"
+            f"    {statement};\n"
+            "    receipt_ms := receipt_ms + extract(epoch FROM clock_timestamp() - ts) * 1000;\n"
+            "    receipt_n := receipt_n + coalesce(n, 0);"
+        )
     size_list = ",".join(str(int(s)) for s in sizes) or "1000"
     return f"""
 DO $bench$
@@ -93,6 +112,8 @@ DECLARE
   last_id bigint := 0;
   i int := 0;{_declare(steps)}
   ms float8[] := '{{}}';
+  receipt_ms float8 := 0;
+  receipt_n bigint := 0;
   t0 timestamptz;
 BEGIN
   LOOP
@@ -108,12 +129,14 @@ BEGIN
     SELECT coalesce(array_agg(id ORDER BY id), '{{}}') INTO ids FROM (
       SELECT id FROM {profiles} WHERE id = ANY(batch) ORDER BY id FOR UPDATE) l;
     lock_ms := lock_ms + extract(epoch FROM clock_timestamp() - ts) * 1000;
+{capture}
 {_counted(steps)}
     COMMIT;
     ms := ms || (extract(epoch FROM clock_timestamp() - t0) * 1000)::float8;
   END LOOP;
   RAISE NOTICE '{NOTICE_TAG}%', json_build_object(
-    'counts', counts, 'step_ms', step_ms, 'lock_ms', lock_ms, 'batch_ms', ms);
+    'counts', counts, 'step_ms', step_ms, 'lock_ms', lock_ms, 'batch_ms', ms,
+    'receipt_ms', receipt_ms, 'receipt_entries', receipt_n);
 END
 $bench$"""  # noqa: S608 (identifiers from model metadata)
 

@@ -39,7 +39,14 @@ def test_benchmark_deletion_measures_each_runner_count_every_round(tmp_path):
     )
     assert result["verified"] is True
     runs = result["runs"]
-    assert set(runs) == {"ours", "ours_2_runners", "floor_loop", "floor_array", "floor_join"}
+    assert set(runs) == {
+        "ours",
+        "ours_2_runners",
+        "floor_loop",
+        "floor_array",
+        "floor_join",
+        "floor_loop_receipt",
+    }
     (two,) = runs["ours_2_runners"]
     assert (two["runners"], two["status"], two["deleted"]) == (2, "completed", 60)
     assert two["survivors_unchanged"] and not any(two["leftovers"].values())
@@ -59,13 +66,13 @@ def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path
     result = run_bench(tmp_path / "bench.json", repeat=2)
     assert result["verified"] is True
     runs = result["runs"]
-    assert set(runs) == {"ours", "floor_loop", "floor_array", "floor_join"}
+    assert set(runs) == {"ours", "floor_loop", "floor_array", "floor_join", "floor_loop_receipt"}
     assert all(len(contender_runs) == 2 for contender_runs in runs.values())
     for run in runs["ours"]:
         assert run["status"] == "completed"
         assert run["total"] == run["deleted"] == 60
     # Each floor erased exactly the snapshot, verified like ours.
-    for key in ("floor_loop", "floor_array", "floor_join"):
+    for key in ("floor_loop", "floor_array", "floor_join", "floor_loop_receipt"):
         for run in runs[key]:
             assert run["profiles"] == 60 and run["events"] == 120
             assert run["survivors_unchanged"] and run["campaign_counts_unchanged"]
@@ -75,9 +82,13 @@ def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path
         assert loop["batches"] == len(ours["batch_sizes"]) >= 1
     for summary in result["summary"].values():
         assert summary["n"] == 2 and summary["min"] <= summary["median"] <= summary["max"]
+    # The exact-work floor wrote the receipt as ours does; the plain loop did not.
+    assert all(run["receipt_entries"] == 60 for run in runs["floor_loop_receipt"])
+    assert all(run["receipt_entries"] == 0 for run in runs["floor_loop"])
     ratios = result["ratios"]
     assert ratios["best_floor"] in ("floor_loop", "floor_array", "floor_join")
     assert ratios["ours_over_best_floor"] == ratios[f"ours_over_{ratios['best_floor']}"]
+    assert ratios["ours_over_floor_loop_receipt"] > 0
 
     ours = result["ours"]
     # Ours also deletes the events the idle phase ingested for a doomed profile.

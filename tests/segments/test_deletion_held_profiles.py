@@ -229,3 +229,72 @@ def test_with_parallel_runners_a_held_profile_does_not_claim_the_other_runners_s
     # The first runner's share is untouched, and says so on verification.
     assert Profile.objects.filter(pk__in=sorted(population.doomed)[:3]).count() == 3
     assert deletion_verify(job=job).ok
+
+
+def test_a_set_aside_profile_erased_later_is_on_the_receipt_and_suppressed(alice):
+    """The retry of set-aside profiles runs the batch's steps as separate
+    statements: its receipt and suppressions are the same as a batch's."""
+    from profiles.models import Suppression
+    from segments.deletion.receipts import receipt_entries, receipt_entry_count
+
+    population = build_population(doomed=6, survivors=2, events_each=1)
+    job = deletion.deletion_start(
+        segment=population.segment,
+        user=alice,
+        typed_name=population.segment.name,
+        expected_count=6,
+        suppress=True,
+    ).job
+    held = sorted(population.doomed)[2]
+    digest = Suppression.digest_of(Suppression.Kind.EMAIL, Profile.objects.get(pk=held).email)
+    with profile_held(held):
+        deletion.deletion_run_batch(job_id=job.pk, batch_size=100)
+    assert receipt_entry_count(job.pk) == 5
+    assert not Suppression.objects.filter(digest=digest).exists()
+
+    batch = deletion.deletion_run_batch(job_id=job.pk, batch_size=100)
+
+    assert (batch.handled, batch.waiting) == (1, 0)
+    job.refresh_from_db()
+    assert (job.deleted, job.deferred_profile_ids, job.batches) == (6, [], 2)
+    assert receipt_entry_count(job.pk) == 6
+    assert digest in {email for _, email in receipt_entries(job.pk)}
+    assert Suppression.objects.get(digest=digest).job_id == job.pk
+    assert deletion_verify(job=job).ok
+
+
+def test_with_parallel_runners_a_set_aside_profile_freed_later_is_erased_by_its_runner(
+    alice, settings, monkeypatch
+):
+    settings.DELETION_RUNNERS = 2
+    monkeypatch.setattr(deletion, "deletion_enqueue", lambda *, job_id, runner=None: None)
+    population = build_population(doomed=6, survivors=2, events_each=1)
+    job = start(population, alice)
+    assert deletion.deletion_run(job_id=job.pk, slice_seconds=30) == "dispatched"
+    held = sorted(population.doomed)[-1]  # in the second runner's share
+    with profile_held(held):
+        deletion.deletion_run_batch(job_id=job.pk, batch_size=100, runner=1)
+    job.refresh_from_db()
+    assert (job.deleted, job.deferred_profile_ids) == (2, [held])
+
+    batch = deletion.deletion_run_batch(job_id=job.pk, batch_size=100, runner=1)
+
+    assert (batch.handled, batch.waiting) == (1, 0)
+    job.refresh_from_db()
+    assert (job.deleted, job.deferred_profile_ids) == (3, [])
+    runner = job.runners.get(number=1)
+    assert (runner.handled, runner.deferred_profile_ids) == (3, [])
+    assert not Profile.objects.filter(pk=held).exists()
+    assert deletion.deletion_run(job_id=job.pk, runner=0, slice_seconds=30) == "done"
+    assert deletion.deletion_run(job_id=job.pk, runner=1, slice_seconds=30) == "completed"
+    assert deletion_verify(job=job).ok
+
+
+def test_a_batch_of_a_job_or_runner_that_does_not_exist_says_so(alice, settings):
+    population = build_population(doomed=2, survivors=1, events_each=1)
+    job = start(population, alice)
+    with pytest.raises(DeletionJob.DoesNotExist):
+        deletion.deletion_run_batch(job_id=job.pk + 1000, batch_size=10)
+    with pytest.raises(deletion.DeletionRunner.DoesNotExist):
+        deletion.deletion_run_batch(job_id=job.pk, batch_size=10, runner=5)
+    assert Profile.objects.filter(pk__in=population.doomed).count() == 2

@@ -455,3 +455,15 @@ def test_the_migration_to_receipt_batches_keeps_every_entry_in_order():
     rows = DeletionReceiptBatch.objects.filter(job_id=job.pk).order_by("pk")
     assert [len(r.user_id_sha256) for r in rows] == [5000, 3]
     assert list(receipt_entries(job.pk)) == pairs
+
+    # And back: one row a profile again, in the same order.
+    executor = MigrationExecutor(connection)
+    executor.migrate([("segments", "0015_deletion_runner")])
+    old = executor.loader.project_state([("segments", "0015_deletion_runner")]).apps
+    entry = old.get_model("segments", "DeletionReceiptEntry")
+    back = entry.objects.filter(job_id=job.pk).order_by("pk")
+    assert list(back.values_list("user_id_sha256", "email_sha256")) == pairs
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert list(receipt_entries(job.pk)) == pairs
