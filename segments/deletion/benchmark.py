@@ -7,7 +7,10 @@ database, then measures each contender on an identical copy of it
 - ours: the job exactly as the UI starts it (``deletion_start``), run by a
   real ``qcluster`` process, while a sampler measures the web pages and the
   ingestion API served by gunicorn, and another samples the worker's memory;
-- the floor: the same erasure as one set-based transaction, no batches;
+- the floors: the same erasure with nothing of the job around it (see
+  ``benchmark_floors``); the loop plus our receipt, our exact work, runs
+  once more under the same load probe as ours, so what any deletion at this
+  speed costs the pages and ingestion is told from what our job adds;
 - the naive way: the Django ORM's ``delete()`` and ``update()``, as a typical
   app would write it, in a child process whose peak memory is measured.
 
@@ -29,6 +32,7 @@ import threading
 import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
@@ -51,7 +55,7 @@ class BenchConfig:
     profiles: int = 10_000
     events_per_profile: int = 10
     segment_share: float = 0.5
-    requests: int = 200
+    requests: int = 500
     naive: bool = True
     http: bool = True
     prefix: str = "vero_bench"
@@ -437,12 +441,20 @@ def run_floor(dbs: Databases, name: str, log) -> dict:
 
 
 def run_floor_plpgsql(
-    dbs: Databases, name: str, log, *, batch_sizes=None, receipt: bool = False
+    dbs: Databases,
+    name: str,
+    log,
+    *,
+    batch_sizes=None,
+    receipt: bool = False,
+    probe_requests: int | None = None,
 ) -> dict:
     """The erasure_plan() statements in PL/pgSQL: batched with a COMMIT each
     (``batch_sizes`` given: the sizes our job used; with ``receipt``, each
     batch writes the receipt too), or one transaction over the array of
-    every id."""
+    every id. With ``probe_requests``, the pages and the API are measured
+    as for ours (``LoadProbe``): that many idle requests of each kind, then
+    while the floor runs."""
     from segments.deletion import benchmark_floors as floors
 
     with _floor_copy(dbs, name) as (job, finish):
@@ -454,8 +466,32 @@ def run_floor_plpgsql(
             block = floors.loop_block(
                 job_id=job.pk, sizes=batch_sizes, steps=steps, receipt=receipt
             )
+        probe = None
+        if probe_requests:
+            from django.contrib.auth.models import Group, User
+
+            prober = User.objects.create_user("bench-prober")
+            prober.groups.add(Group.objects.get(name="Editors"))
+            inside_user, outside_user = _probe_users(*_snapshot_ids_of_job(job.pk))
+            requests = _probe_requests(
+                segment=job.segment,
+                job=job,
+                cookie=_session_cookie(prober),
+                api_key=_api_key(),
+                inside_user=inside_user,
+                outside_user=outside_user,
+            )
+            connections.close_all()
+            probe = LoadProbe(dbs.url(name), requests, idle_requests=probe_requests)
         connections.close_all()
-        seconds, report = floors.run_block(dbs._params(name), block)
+        try:
+            if probe:
+                probe.idle()
+                probe.start()
+            seconds, report = floors.run_block(dbs._params(name), block)
+        finally:
+            if probe:
+                probe.close()
         labels = [label for label, _ in steps]
         counts = dict(zip(labels, report["counts"], strict=True))
         step_ms = {label: round(ms, 1) for label, ms in zip(labels, report["step_ms"], strict=True)}
@@ -476,6 +512,7 @@ def run_floor_plpgsql(
                 "lock_ms": round(report["lock_ms"], 1),
                 "receipt_ms": round(report.get("receipt_ms", 0), 1),
                 "receipt_entries": report.get("receipt_entries", 0),
+                "latency": probe.latency if probe else {},
             }
         )
 
@@ -656,6 +693,93 @@ class Sampler:
         self.thread.join()
 
 
+def _probe_requests(*, segment, job, cookie, api_key, inside_user, outside_user) -> dict:
+    """The four kinds of request the load probe sends in turn: the job's
+    progress fragment, the segment page, and an event tracked for someone
+    outside the segment and for someone in it."""
+    page_headers = {"Cookie": cookie}
+    api_headers = {"Content-Type": "application/json"}
+
+    def api(user_id):
+        def make(i):
+            body = json.dumps(
+                {
+                    "tracking_api_key": api_key,
+                    "identity": {"id": user_id},
+                    "event_name": INGEST_EVENT,
+                    "data": {"i": i},
+                }
+            )
+            return "POST", "/api/v2/events/track", body, api_headers
+
+        return make
+
+    return {
+        "progress": lambda i: (
+            "GET",
+            f"/segments/{segment.pk}/deletions/{job.pk}/progress/",
+            None,
+            page_headers,
+        ),
+        "segment page": lambda i: ("GET", f"/segments/{segment.pk}/", None, page_headers),
+        "ingest outside": api(outside_user),
+        "ingest inside": api(inside_user),
+    }
+
+
+def _probe_users(doomed_sql, params) -> tuple:
+    """A user id inside the snapshot (its last) and one outside it, for the probe."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT user_id FROM profiles_profile WHERE id IN "
+            f"({doomed_sql}) AND user_id IS NOT NULL ORDER BY id DESC LIMIT 1), "
+            "(SELECT user_id FROM profiles_profile WHERE id NOT IN "
+            f"({doomed_sql}) AND user_id IS NOT NULL ORDER BY id DESC LIMIT 1)",
+            params + params,
+        )
+        return cursor.fetchone()
+
+
+class LoadProbe:
+    """The pages and the ingestion API served by gunicorn, measured idle
+    (``idle``, a fixed number of requests of each kind) and then while
+    something runs (``start`` ... ``stop``): one client sending the kinds in
+    turn, so the load is the same whatever runs beside it. The same probe
+    measures ours and the exact-work floor, so what the deletion costs the
+    pages and ingestion can be told from what our job adds."""
+
+    def __init__(self, url, requests, *, idle_requests):
+        self.server = Server(url).__enter__()
+        self.requests = requests
+        self.idle_requests = idle_requests
+        self.busy = None
+        self.latency = {}
+
+    def idle(self):
+        sampler = Sampler(self.server, self.requests, limit=self.idle_requests)
+        sampler.run_to_end()
+        for key, samples in sampler.samples.items():
+            self.latency[key] = {
+                "idle": _latency_summary(samples),
+                "idle_errors": sampler.errors[key],
+            }
+
+    def start(self):
+        self.busy = Sampler(self.server, self.requests, limit=10**9).start()
+
+    def stop(self):
+        if self.busy:
+            self.busy.stop()
+            for key, samples in self.busy.samples.items():
+                self.latency[key]["during"] = _latency_summary(samples)
+                self.latency[key]["during_errors"] = self.busy.errors[key]
+            self.busy = None
+
+    def close(self):
+        self.stop()
+        self.server.__exit__(None, None, None)
+
+
 class RssSampler:
     """Peak resident memory of the qcluster processes, sampled every 20 ms."""
 
@@ -740,6 +864,32 @@ def wal_position(dbs: Databases) -> dict:
     return {"lsn": lsn, "wal_bytes": written}
 
 
+def between_batches(job, batch_log) -> dict:
+    """Where a one-runner job's time goes outside its batch calls: from the
+    job's start to its first batch, between batches (the commit, the worker's
+    Python, a new task every DELETION_SLICE_SECONDS) and from its last batch
+    to its end. A batch's log row has the worker's clock at its end and its
+    duration, so its start is the one less the other."""
+    if not batch_log:
+        return {}
+    gaps_ms = []
+    previous_end = job.started_at
+    for _, ms, finished_at in batch_log:
+        start = finished_at - timedelta(milliseconds=ms)
+        gaps_ms.append((start - previous_end).total_seconds() * 1000)
+        previous_end = finished_at
+    between = gaps_ms[1:]
+    seconds = (job.finished_at - job.started_at).total_seconds()
+    return {
+        "in_batch_calls_s": round(sum(ms for _, ms, _ in batch_log) / 1000, 3),
+        "outside_batch_calls_s": round(seconds - sum(ms for _, ms, _ in batch_log) / 1000, 3),
+        "before_first_batch_ms": round(gaps_ms[0], 1),
+        "between_batches_median_ms": _round(statistics.median(between)) if between else None,
+        "between_batches_longest_ms": _round(max(between)) if between else None,
+        "after_last_batch_ms": round((job.finished_at - previous_end).total_seconds() * 1000, 1),
+    }
+
+
 def run_ours(
     config: BenchConfig, dbs: Databases, name: str, log, *, http: bool, runners: int = 1
 ) -> dict:
@@ -750,57 +900,25 @@ def run_ours(
 
         job, doomed_sql, params, before, counts_before = _confirm_bench_job("bench-editor")
         segment, user = job.segment, job.created_by
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT (SELECT user_id FROM profiles_profile WHERE id IN "
-                f"({doomed_sql}) AND user_id IS NOT NULL ORDER BY id DESC LIMIT 1), "
-                "(SELECT user_id FROM profiles_profile WHERE id NOT IN "
-                f"({doomed_sql}) AND user_id IS NOT NULL ORDER BY id DESC LIMIT 1)",
-                params + params,
+        inside_user, outside_user = _probe_users(doomed_sql, params)
+        requests = (
+            _probe_requests(
+                segment=segment,
+                job=job,
+                cookie=_session_cookie(user),
+                api_key=_api_key(),
+                inside_user=inside_user,
+                outside_user=outside_user,
             )
-            inside_user, outside_user = cursor.fetchone()
-        cookie = _session_cookie(user) if http else None
-        api_key = _api_key() if http else None
+            if http
+            else None
+        )
 
     figures = {"total": job.total, "runners": runners}
-    latency = {}
-    if http:
-        server = Server(url).__enter__()
+    probe = LoadProbe(url, requests, idle_requests=config.requests) if http else None
     try:
-        requests = {}
-        if http:
-            page_headers = {"Cookie": cookie}
-            api_headers = {"Content-Type": "application/json"}
-
-            def api(user_id):
-                def make(i):
-                    body = json.dumps(
-                        {
-                            "tracking_api_key": api_key,
-                            "identity": {"id": user_id},
-                            "event_name": INGEST_EVENT,
-                            "data": {"i": i},
-                        }
-                    )
-                    return "POST", "/api/v2/events/track", body, api_headers
-
-                return make
-
-            requests = {
-                "progress": lambda i: (
-                    "GET",
-                    f"/segments/{segment.pk}/deletions/{job.pk}/progress/",
-                    None,
-                    page_headers,
-                ),
-                "segment page": lambda i: ("GET", f"/segments/{segment.pk}/", None, page_headers),
-                "ingest outside": api(outside_user),
-                "ingest inside": api(inside_user),
-            }
-            idle = Sampler(server, requests, limit=config.requests)
-            idle.run_to_end()
-            for key, samples in idle.samples.items():
-                latency[key] = {"idle": _latency_summary(samples), "idle_errors": idle.errors[key]}
+        if probe:
+            probe.idle()
             log("  idle latencies measured")
 
         wal_before = wal_position(dbs)
@@ -818,15 +936,16 @@ def run_ours(
             start_new_session=True,
         )
         rss = RssSampler(cluster.pid).start()
-        busy = Sampler(server, requests, limit=10**9).start() if http else None
+        if probe:
+            probe.start()
         with dbs.use(name):
             while True:
                 state = DeletionJob.objects.get(pk=job.pk)
                 if not state.is_active:
                     break
                 time.sleep(0.05)
-        if busy:
-            busy.stop()
+        if probe:
+            probe.stop()
         rss.stop()
         os.killpg(cluster.pid, signal.SIGTERM)
         try:
@@ -834,24 +953,20 @@ def run_ours(
         except subprocess.TimeoutExpired:
             os.killpg(cluster.pid, signal.SIGKILL)
             cluster.wait(10)
-        if busy:
-            for key, samples in busy.samples.items():
-                latency[key]["during"] = _latency_summary(samples)
-                latency[key]["during_errors"] = busy.errors[key]
         time.sleep(0.5)  # the worker's sessions flush their statistics as they close
         wal_after = wal_position(dbs)
     finally:
-        if http:
-            server.__exit__(None, None, None)
+        if probe:
+            probe.close()
 
     with dbs.use(name):
         job = DeletionJob.objects.get(pk=job.pk)
         batch_log = list(
             DeletionBatch.objects.filter(job=job)
             .order_by("id")
-            .values_list("profiles", "duration_ms")
+            .values_list("profiles", "duration_ms", "finished_at")
         )
-        batch_ms = [ms for _, ms in batch_log]
+        batch_ms = [ms for _, ms, _ in batch_log]
         seconds = (job.finished_at - job.started_at).total_seconds()
         with connection.cursor() as cursor:
             # What a job keeps per deleted profile: its snapshot and receipt rows.
@@ -872,7 +987,7 @@ def run_ours(
             events_per_s=round(job.events_deleted / seconds) if seconds else None,
             activity_per_s=round(job.activity_anonymized / seconds) if seconds else None,
             batches=len(batch_ms),
-            batch_sizes=[size for size, _ in batch_log],
+            batch_sizes=[size for size, _, _ in batch_log],
             longest_batch_ms=max(batch_ms, default=0),
             p95_batch_ms=percentile(batch_ms, 95),
             mean_batch_ms=round(statistics.mean(batch_ms), 1) if batch_ms else None,
@@ -889,7 +1004,8 @@ def run_ours(
             == before,
             campaign_counts_unchanged=campaign_counts() == counts_before,
             leftovers=leftovers(doomed_sql, params),
-            latency=latency,
+            latency=probe.latency if probe else {},
+            **(between_batches(job, batch_log) if runners == 1 else {}),
         )
     log(
         f"  ours, {runners} runner{'s' if runners != 1 else ''}: {job.deleted:,} profiles in "
@@ -986,6 +1102,19 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
                 done(names["ours"])
             result["ours_under_load"] = loaded[config.runners[0]]
             result["ours_under_load_by_runners"] = {str(n): loaded[n] for n in loaded}
+            # Our exact work with nothing of the job around it, under the
+            # same probe: what any deletion at this speed costs the pages
+            # and ingestion, against what ours costs them.
+            sizes = loaded[config.runners[0]]["batch_sizes"]
+            result["floor_under_load"] = run_floor_plpgsql(
+                dbs,
+                names["floor_loop_receipt"],
+                log,
+                batch_sizes=sizes or [1000],
+                receipt=True,
+                probe_requests=config.requests,
+            )
+            done(names["floor_loop_receipt"])
         if config.phases:
             result["phases"] = run_phases(dbs, names["phases"], log)
             done(names["phases"])
@@ -1073,7 +1202,7 @@ def _ratio(a, b):
 
 def verified(result) -> bool:
     ok = True
-    parts = [result.get("ours_under_load"), result.get("naive")]
+    parts = [result.get("ours_under_load"), result.get("floor_under_load"), result.get("naive")]
     parts += list(result.get("ours_under_load_by_runners", {}).values())
     parts += [run for runs in result.get("runs", {}).values() for run in runs]
     for part in filter(None, parts):
@@ -1176,17 +1305,28 @@ def format_table(result) -> str:
         lines.append(
             f"naive (ORM delete): {naive['seconds']:.2f} s, peak RSS {naive['peak_rss_mb']} MB"
         )
-    by_runners = result.get("ours_under_load_by_runners", {})
-    if len(by_runners) > 1:
-        lines.append("ingestion outside the segment, p99 ms idle -> during the job:")
-        for n, run in by_runners.items():
+    if ours.get("outside_batch_calls_s") is not None:
+        lines.append(
+            f"ours, median run: {ours['in_batch_calls_s']} s in batch calls, "
+            f"{ours['outside_batch_calls_s']} s outside them; between batches median "
+            f"{ours['between_batches_median_ms']} ms, "
+            f"longest {ours['between_batches_longest_ms']} ms"
+        )
+    probed = [
+        (f"ours, {n} runner{'s' if n != '1' else ''}", run)
+        for n, run in result.get("ours_under_load_by_runners", {}).items()
+    ]
+    if result.get("floor_under_load"):
+        probed.append(("floor: the loop + our receipt", result["floor_under_load"]))
+    if probed:
+        lines.append("ingestion outside the segment, p99 ms idle -> during, one run each:")
+        for label, run in probed:
             figures = run["latency"].get("ingest outside", {})
             idle, during = figures.get("idle", {}), figures.get("during", {})
-            if idle and during:
+            if idle.get("p99_ms") and during.get("p99_ms"):
                 lines.append(
-                    f"  {n} runner{'s' if n != '1' else ''}: {idle['p99_ms']} -> "
-                    f"{during['p99_ms']} ({during['p99_ms'] / idle['p99_ms']:.1f}x), "
-                    f"job {run['seconds']:.2f} s"
+                    f"  {label}: {idle['p99_ms']} -> {during['p99_ms']} "
+                    f"({during['p99_ms'] / idle['p99_ms']:.1f}x), {run['seconds']:.2f} s"
                 )
     if ours["latency"]:
         lines += ["", f"{'latency (ms)':22}{'idle p50/p95/p99':>24}{'during job p50/p95/p99':>28}"]

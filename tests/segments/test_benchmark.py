@@ -93,9 +93,27 @@ def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path
     ours = result["ours"]
     # Ours also deletes the events the idle phase ingested for a doomed profile.
     assert result["ours_under_load"]["events"] >= 120
-    assert set(ours["latency"]) == {"progress", "segment page", "ingest outside", "ingest inside"}
+    kinds = {"progress", "segment page", "ingest outside", "ingest inside"}
+    assert set(ours["latency"]) == kinds
     for figures in ours["latency"].values():
         assert figures["idle_errors"] == 0 and figures["during_errors"] == 0
+        assert figures["idle"]["n"] == 3
+    # The exact-work floor ran once more under the same probe, and verified.
+    floor = result["floor_under_load"]
+    assert floor["profiles"] == 60 and floor["receipt_entries"] == 60
+    assert floor["survivors_unchanged"] and not any(floor["leftovers"].values())
+    assert set(floor["latency"]) == kinds
+    for figures in floor["latency"].values():
+        assert figures["idle_errors"] == 0 and figures["during_errors"] == 0
+        # A 60-profile floor may end before a request does: no "during" count asserted.
+        assert figures["idle"]["n"] == 3 and "during" in figures
+    # Where the job's time went outside its batch calls adds up to the job.
+    for run in runs["ours"]:
+        assert run["in_batch_calls_s"] > 0 and run["before_first_batch_ms"] >= 0
+        assert run["in_batch_calls_s"] + run["outside_batch_calls_s"] == pytest.approx(
+            run["seconds"], abs=0.002
+        )
+        assert run["after_last_batch_ms"] >= 0
 
     phases = result["phases"]
     assert phases["status"] == "completed" and phases["deleted"] == 60
@@ -118,6 +136,22 @@ def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path
     ).stdout
     assert "| ours (qcluster job) |" in table
     assert "PL/pgSQL" in table and "ours / best floor" in table
+    assert "| ours, 1 runner, pages+API busy (1 run); ingestion outside p99" in table
+    assert "| ours: in batch calls; outside them;" in table
+    # The floor's row, from figures a 60-profile floor is too short to give.
+    floor["latency"]["ingest outside"]["idle"]["p99_ms"] = 5.0
+    floor["latency"]["ingest outside"]["during"] = {"n": 9, "p99_ms": 10.0}
+    (tmp_path / "probed.json").write_text(json.dumps(result))
+    table = subprocess.run(
+        [sys.executable, settings.BASE_DIR / "scripts/bench_table.py", tmp_path / "probed.json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert (
+        "| floor: the loop + our receipt, pages+API busy (1 run); ingestion outside p99 "
+        f"idle -> during | {floor['seconds']:.2f} | 5.0 -> 10.0 ms (2.0x) | | |"
+    ) in table
 
 
 def test_the_floors_run_every_statement_of_the_erasure_plan():
