@@ -89,6 +89,19 @@ def contenders(result) -> list[str]:
             f"| {who}, pages+API busy (1 run); ingestion outside p99 idle -> during "
             f"| {run['seconds']:.2f} | {idle} -> {during} ms{times} | | |"
         )
+    for key, figures in result.get("ingestion_outside_p99", {}).items():
+        t = figures["times"]
+        if not t or t["n"] < 2:
+            continue
+        who = "floor: the loop + our receipt" if key == "floor" else f"ours, {key} runner"
+        who += "s" if key not in ("1", "floor") else ""
+        idle = ", ".join(str(x) for x in figures["idle_ms"])
+        during = ", ".join(str(x) for x in figures["during_ms"])
+        lines.append(
+            f"| {who}, pages+API busy, {t['n']} runs: ingestion outside p99 during / idle "
+            f"(idle {idle} ms; during {during} ms) | {t['median']:.1f}x | "
+            f"{t['min']:.1f}-{t['max']:.1f}x | | |"
+        )
     if naive:
         lines.append(
             f"| naive ORM delete (1 run, peak RSS {naive['peak_rss_mb']:.0f} MB) | "

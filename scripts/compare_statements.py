@@ -45,6 +45,7 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 # What tells ours' statements from the floor's apart, and is not the work.
 _NORMALIZE = [
     (re.compile(r"\$\d+"), "$"),
+    (re.compile(r'"'), ""),
     (re.compile(r"\b(erase_ids|v_locked|v_ids|batch)\b"), "ids"),
     (re.compile(r"\bp_job\b"), "$"),
 ]
@@ -99,7 +100,14 @@ def main(argv=None):
     parser.add_argument("--keep", action="store_true", help="Keep the template for next time.")
     parser.add_argument("--reuse", action="store_true", help="Use the template a --keep run left.")
     parser.add_argument("--json", dest="json_path")
+    parser.add_argument(
+        "--report", metavar="JSON", help="Only print the report of an earlier --json."
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            print(report(json.load(f)))
+        return
 
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vero_admin.settings")
@@ -197,14 +205,27 @@ def report(rounds) -> str:
         f"{median([r['ours']['between_batches_median_ms'] or 0 for r in rounds]):>10.1f}",
         "",
     ]
-    keys = {k for r in rounds for side in ("ours", "floor") for k in r[side]["statements"]}
+    # Keys from an older --json are normalized again, so they pair up too.
+    per_round = [
+        {side: _merged(r[side]["statements"]) for side in ("ours", "floor")} for r in rounds
+    ]
+    keys = {k for r in per_round for side in r.values() for k in side}
 
     def ms(side, key):
-        return median([r[side]["statements"].get(key, [0, 0.0])[1] for r in rounds])
+        return median([r[side].get(key, 0.0) for r in per_round])
 
-    for key in sorted(keys, key=lambda k: -ms("floor", k)):
+    for key in sorted(keys, key=lambda k: -max(ms("ours", k), ms("floor", k))):
+        if max(ms("ours", key), ms("floor", key)) < 0.5:
+            continue
         lines.append(f"{key[:58]:60}{ms('ours', key):>10.0f}{ms('floor', key):>10.0f}")
     return "\n".join(lines)
+
+
+def _merged(statements: dict) -> dict:
+    merged = {}
+    for key, (_calls, ms) in statements.items():
+        merged[normalized(key)] = merged.get(normalized(key), 0.0) + ms
+    return merged
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ class BenchConfig:
     phases: bool = True
     # DELETION_RUNNERS for each measured run of ours, every round.
     runners: tuple = (1,)
+    # Rounds of ours (each runner count) and the exact-work floor under the
+    # load probe, alternating.
+    probed_rounds: int = 1
 
 
 @dataclass
@@ -1052,6 +1055,37 @@ def spread(values) -> dict:
     }
 
 
+def probed_label(key: str) -> str:
+    """ "1" -> "ours, 1 runner", "floor" -> the exact-work floor."""
+    if key == "floor":
+        return "floor: the loop + our receipt"
+    return f"ours, {key} runner{'s' if key != '1' else ''}"
+
+
+def _outside_p99(run):
+    figures = run.get("latency", {}).get("ingest outside", {})
+    return figures.get("idle", {}).get("p99_ms"), figures.get("during", {}).get("p99_ms")
+
+
+def _median_probed_run(runs):
+    """The probed run whose ingestion p99 during the deletion is the median
+    one: it stands for its contender in the tables."""
+    ranked = sorted(runs, key=lambda run: _outside_p99(run)[1] or 0)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def _p99_spread(runs) -> dict:
+    """Ingestion outside the segment, p99 idle and during, run by run, and
+    the median and spread of during / idle."""
+    pairs = [_outside_p99(run) for run in runs]
+    times = [round(during / idle, 2) for idle, during in pairs if idle and during]
+    return {
+        "idle_ms": [idle for idle, _ in pairs],
+        "during_ms": [during for _, during in pairs],
+        "times": spread(times) if times else None,
+    }
+
+
 def benchmark_deletion(config: BenchConfig, log=print) -> dict:
     dbs = Databases(config.prefix)
     started = time.monotonic()
@@ -1093,28 +1127,40 @@ def benchmark_deletion(config: BenchConfig, log=print) -> dict:
             done(names["floor_join"])
         if config.http:
             # The same job again while the pages and the API are under load,
-            # with each runner count.
-            loaded = {}
-            for runners in config.runners:
-                loaded[runners] = run_ours(
-                    config, dbs, names["ours"], log, http=True, runners=runners
+            # with each runner count; then our exact work with nothing of
+            # the job around it, under the same probe: what any deletion at
+            # this speed costs the pages and ingestion, against what ours
+            # costs them. Alternating, `probed_rounds` times.
+            probed = {**{str(n): [] for n in config.runners}, "floor": []}
+            for i in range(config.probed_rounds):
+                log(f"Probed round {i + 1} of {config.probed_rounds}")
+                for runners in config.runners:
+                    probed[str(runners)].append(
+                        run_ours(config, dbs, names["ours"], log, http=True, runners=runners)
+                    )
+                    done(names["ours"])
+                sizes = probed[str(config.runners[0])][-1]["batch_sizes"]
+                probed["floor"].append(
+                    run_floor_plpgsql(
+                        dbs,
+                        names["floor_loop_receipt"],
+                        log,
+                        batch_sizes=sizes or [1000],
+                        receipt=True,
+                        probe_requests=config.requests,
+                    )
                 )
-                done(names["ours"])
-            result["ours_under_load"] = loaded[config.runners[0]]
-            result["ours_under_load_by_runners"] = {str(n): loaded[n] for n in loaded}
-            # Our exact work with nothing of the job around it, under the
-            # same probe: what any deletion at this speed costs the pages
-            # and ingestion, against what ours costs them.
-            sizes = loaded[config.runners[0]]["batch_sizes"]
-            result["floor_under_load"] = run_floor_plpgsql(
-                dbs,
-                names["floor_loop_receipt"],
-                log,
-                batch_sizes=sizes or [1000],
-                receipt=True,
-                probe_requests=config.requests,
-            )
-            done(names["floor_loop_receipt"])
+                done(names["floor_loop_receipt"])
+            median_runs = {key: _median_probed_run(runs) for key, runs in probed.items()}
+            result["ours_under_load"] = median_runs[str(config.runners[0])]
+            result["ours_under_load_by_runners"] = {
+                str(n): median_runs[str(n)] for n in config.runners
+            }
+            result["floor_under_load"] = median_runs["floor"]
+            result["probed_runs"] = probed
+            result["ingestion_outside_p99"] = {
+                key: _p99_spread(runs) for key, runs in probed.items()
+            }
         if config.phases:
             result["phases"] = run_phases(dbs, names["phases"], log)
             done(names["phases"])
@@ -1318,8 +1364,21 @@ def format_table(result) -> str:
     ]
     if result.get("floor_under_load"):
         probed.append(("floor: the loop + our receipt", result["floor_under_load"]))
+    spreads = result.get("ingestion_outside_p99", {})
     if probed:
-        lines.append("ingestion outside the segment, p99 ms idle -> during, one run each:")
+        rounds = len(next(iter(result.get("probed_runs", {}).values()), [None]))
+        lines.append(
+            "ingestion outside the segment, p99 ms idle -> during "
+            f"({'the median of ' + str(rounds) + ' runs' if rounds > 1 else 'one run'} each):"
+        )
+        for key, figures in spreads.items():
+            if figures["times"] and figures["times"]["n"] > 1:
+                t = figures["times"]
+                lines.append(
+                    f"  {probed_label(key)}: during / idle {t['median']}x "
+                    f"({t['min']}-{t['max']}); idle {figures['idle_ms']}, "
+                    f"during {figures['during_ms']}"
+                )
         for label, run in probed:
             figures = run["latency"].get("ingest outside", {})
             idle, during = figures.get("idle", {}), figures.get("during", {})

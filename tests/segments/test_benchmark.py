@@ -63,7 +63,7 @@ def test_benchmark_deletion_measures_each_runner_count_every_round(tmp_path):
 
 
 def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path):
-    result = run_bench(tmp_path / "bench.json", repeat=2)
+    result = run_bench(tmp_path / "bench.json", repeat=2, probed_rounds=2)
     assert result["verified"] is True
     runs = result["runs"]
     assert set(runs) == {"ours", "floor_loop", "floor_array", "floor_join", "floor_loop_receipt"}
@@ -107,6 +107,15 @@ def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path
         assert figures["idle_errors"] == 0 and figures["during_errors"] == 0
         # A 60-profile floor may end before a request does: no "during" count asserted.
         assert figures["idle"]["n"] == 3 and "during" in figures
+    # Ours and the floor were probed twice each, alternating; the median
+    # run of each stands in the tables, every run is kept and verified.
+    probed = result["probed_runs"]
+    assert set(probed) == {"1", "floor"} and all(len(runs) == 2 for runs in probed.values())
+    assert result["ours_under_load"] in probed["1"] and floor in probed["floor"]
+    assert [run["status"] for run in probed["1"]] == ["completed", "completed"]
+    p99 = result["ingestion_outside_p99"]
+    assert len(p99["1"]["idle_ms"]) == len(p99["floor"]["during_ms"]) == 2
+    assert all(ms > 0 for ms in p99["1"]["idle_ms"] + p99["floor"]["idle_ms"])
     # Where the job's time went outside its batch calls adds up to the job.
     for run in runs["ours"]:
         assert run["in_batch_calls_s"] > 0 and run["before_first_batch_ms"] >= 0
@@ -151,6 +160,22 @@ def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path
     assert (
         "| floor: the loop + our receipt, pages+API busy (1 run); ingestion outside p99 "
         f"idle -> during | {floor['seconds']:.2f} | 5.0 -> 10.0 ms (2.0x) | | |"
+    ) in table
+    result["ingestion_outside_p99"]["1"] = {
+        "idle_ms": [5.0, 6.0, 7.0],
+        "during_ms": [10.0, 18.0, 14.0],
+        "times": {"median": 2.0, "min": 2.0, "max": 3.0, "n": 3},
+    }
+    (tmp_path / "probed.json").write_text(json.dumps(result))
+    table = subprocess.run(
+        [sys.executable, settings.BASE_DIR / "scripts/bench_table.py", tmp_path / "probed.json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert (
+        "| ours, 1 runner, pages+API busy, 3 runs: ingestion outside p99 during / idle "
+        "(idle 5.0, 6.0, 7.0 ms; during 10.0, 18.0, 14.0 ms) | 2.0x | 2.0-3.0x | | |"
     ) in table
 
 

@@ -34,6 +34,13 @@ class Command(BaseCommand):
             "--repeat", type=int, default=3, help="Rounds of ours and each floor (default 3)."
         )
         parser.add_argument(
+            "--probed-rounds",
+            type=int,
+            default=1,
+            help="Rounds of ours and the exact-work floor with the pages and the API under "
+            "load, alternating (default 1).",
+        )
+        parser.add_argument(
             "--no-phases", action="store_true", help="Skip the per-statement timing run."
         )
         parser.add_argument(
@@ -50,6 +57,8 @@ class Command(BaseCommand):
             raise CommandError("--segment-share must be in (0, 1].")
         if o["repeat"] < 1:
             raise CommandError("--repeat must be at least 1.")
+        if o["probed_rounds"] < 1:
+            raise CommandError("--probed-rounds must be at least 1.")
         try:
             runners = tuple(int(n) for n in o["runners"].split(","))
         except ValueError:
@@ -74,6 +83,7 @@ class Command(BaseCommand):
             repeat=o["repeat"],
             phases=not o["no_phases"],
             runners=runners,
+            probed_rounds=o["probed_rounds"],
         )
         result = benchmark_deletion(config, log=self.stdout.write)
         self.stdout.write("")
