@@ -85,8 +85,10 @@ def contenders(result) -> list[str]:
             else f"ours, {n} runner{'s' if n != '1' else ''}"
         )
         times = f" ({during / idle:.1f}x)" if floor else ""  # since the floor was probed
+        runs = len(result.get("probed_runs", {}).get(n, [])) or 1
+        which = "1 run" if runs == 1 else f"the median of {runs} runs"
         lines.append(
-            f"| {who}, pages+API busy (1 run); ingestion outside p99 idle -> during "
+            f"| {who}, pages+API busy ({which}); ingestion outside p99 idle -> during "
             f"| {run['seconds']:.2f} | {idle} -> {during} ms{times} | | |"
         )
     for key, figures in result.get("ingestion_outside_p99", {}).items():
@@ -118,10 +120,13 @@ def contenders(result) -> list[str]:
         f"{ours['worker_peak_rss_mb']} MB | | | |"
     )
     if ours.get("outside_batch_calls_s") is not None:
+        # One batch has no "between".
+        median = ours["between_batches_median_ms"]
+        longest = ours["between_batches_longest_ms"]
         lines.append(
             f"| ours: in batch calls; outside them; between batches median, longest "
             f"(median run) | {ours['in_batch_calls_s']:.2f} s; {ours['outside_batch_calls_s']:.2f}"
-            f" s; {ours['between_batches_median_ms']}, {ours['between_batches_longest_ms']} ms "
+            f" s; {'-' if median is None else median}, {'-' if longest is None else longest} ms "
             "| | | |"
         )
     for key in runner_rows:

@@ -8,9 +8,10 @@ database, then measures each contender on an identical copy of it
   real ``qcluster`` process, while a sampler measures the web pages and the
   ingestion API served by gunicorn, and another samples the worker's memory;
 - the floors: the same erasure with nothing of the job around it (see
-  ``benchmark_floors``); the loop plus our receipt, our exact work, runs
-  once more under the same load probe as ours, so what any deletion at this
-  speed costs the pages and ingestion is told from what our job adds;
+  ``benchmark_floors``); the loop plus our receipt, our exact work, also
+  runs under the same load probe as ours (alternating with it,
+  ``probed_rounds`` times), so what any deletion at this speed costs the
+  pages and ingestion is told from what our job adds;
 - the naive way: the Django ORM's ``delete()`` and ``update()``, as a typical
   app would write it, in a child process whose peak memory is measured.
 
@@ -484,14 +485,16 @@ def run_floor_plpgsql(
                 inside_user=inside_user,
                 outside_user=outside_user,
             )
-            connections.close_all()
             probe = LoadProbe(dbs.url(name), requests, idle_requests=probe_requests)
         connections.close_all()
         try:
             if probe:
                 probe.idle()
                 probe.start()
+            started = time.time()
             seconds, report = floors.run_block(dbs._params(name), block)
+            if probe:
+                probe.stop(window=(started, time.time()))
         finally:
             if probe:
                 probe.close()
@@ -637,6 +640,8 @@ class Server:
                     return self
             except OSError:
                 time.sleep(0.2)
+        self.process.terminate()
+        self.process.wait(20)
         raise RuntimeError("gunicorn did not start")
 
     def __exit__(self, *exc):
@@ -663,6 +668,7 @@ class Sampler:
         self.requests = requests  # name -> callable returning (method, path, body, headers)
         self.limit = limit
         self.samples = {name: [] for name in requests}
+        self.sent_at = {name: [] for name in requests}  # wall clock, seconds
         self.errors = dict.fromkeys(requests, 0)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -673,6 +679,7 @@ class Sampler:
         while not self._stop.is_set() and i < self.limit * len(names):
             name = names[i % len(names)]
             method, path, body, headers = self.requests[name](i)
+            self.sent_at[name].append(time.time())
             t0 = time.perf_counter()
             try:
                 status, _ = self.server.request(method, path, body, headers)
@@ -747,9 +754,11 @@ class LoadProbe:
     """The pages and the ingestion API served by gunicorn, measured idle
     (``idle``, a fixed number of requests of each kind) and then while
     something runs (``start`` ... ``stop``): one client sending the kinds in
-    turn, so the load is the same whatever runs beside it. The same probe
-    measures ours and the exact-work floor, so what the deletion costs the
-    pages and ingestion can be told from what our job adds."""
+    turn, each request once the last has returned. The same client measures
+    ours and the exact-work floor over the span of their deletion, so what
+    deleting costs ingestion can be told from what our job adds. (The
+    pages differ a little: the floor's job is finished from the start, so
+    its progress fragment is the finished card.)"""
 
     def __init__(self, url, requests, *, idle_requests):
         self.server = Server(url).__enter__()
@@ -770,17 +779,29 @@ class LoadProbe:
     def start(self):
         self.busy = Sampler(self.server, self.requests, limit=10**9).start()
 
-    def stop(self):
+    def stop(self, window=None):
+        """Stop the busy client. With ``window`` (start, end), wall-clock
+        seconds, only the requests sent within it count as "during": the
+        deletion's own span, not the worker's start before it."""
         if self.busy:
             self.busy.stop()
             for key, samples in self.busy.samples.items():
+                if window:
+                    sent = self.busy.sent_at[key]
+                    samples = [
+                        ms
+                        for ms, at in zip(samples, sent, strict=True)
+                        if window[0] <= at <= window[1]
+                    ]
                 self.latency[key]["during"] = _latency_summary(samples)
                 self.latency[key]["during_errors"] = self.busy.errors[key]
             self.busy = None
 
     def close(self):
-        self.stop()
-        self.server.__exit__(None, None, None)
+        try:
+            self.stop()
+        finally:
+            self.server.__exit__(None, None, None)
 
 
 class RssSampler:
@@ -887,6 +908,7 @@ def between_batches(job, batch_log) -> dict:
         "in_batch_calls_s": round(sum(ms for _, ms, _ in batch_log) / 1000, 3),
         "outside_batch_calls_s": round(seconds - sum(ms for _, ms, _ in batch_log) / 1000, 3),
         "before_first_batch_ms": round(gaps_ms[0], 1),
+        "between_batches_s": round(sum(between) / 1000, 3),
         "between_batches_median_ms": _round(statistics.median(between)) if between else None,
         "between_batches_longest_ms": _round(max(between)) if between else None,
         "after_last_batch_ms": round((job.finished_at - previous_end).total_seconds() * 1000, 1),
@@ -902,20 +924,17 @@ def run_ours(
         from segments.models import DeletionBatch, DeletionJob
 
         job, doomed_sql, params, before, counts_before = _confirm_bench_job("bench-editor")
-        segment, user = job.segment, job.created_by
-        inside_user, outside_user = _probe_users(doomed_sql, params)
-        requests = (
-            _probe_requests(
-                segment=segment,
+        requests = None
+        if http:
+            inside_user, outside_user = _probe_users(doomed_sql, params)
+            requests = _probe_requests(
+                segment=job.segment,
                 job=job,
-                cookie=_session_cookie(user),
+                cookie=_session_cookie(job.created_by),
                 api_key=_api_key(),
                 inside_user=inside_user,
                 outside_user=outside_user,
             )
-            if http
-            else None
-        )
 
     figures = {"total": job.total, "runners": runners}
     probe = LoadProbe(url, requests, idle_requests=config.requests) if http else None
@@ -948,7 +967,8 @@ def run_ours(
                     break
                 time.sleep(0.05)
         if probe:
-            probe.stop()
+            span = (state.started_at, state.finished_at)
+            probe.stop(window=tuple(t.timestamp() for t in span) if all(span) else None)
         rss.stop()
         os.killpg(cluster.pid, signal.SIGTERM)
         try:
@@ -1067,10 +1087,17 @@ def _outside_p99(run):
     return figures.get("idle", {}).get("p99_ms"), figures.get("during", {}).get("p99_ms")
 
 
+def _times(run):
+    idle, during = _outside_p99(run)
+    return during / idle if idle and during else None
+
+
 def _median_probed_run(runs):
-    """The probed run whose ingestion p99 during the deletion is the median
-    one: it stands for its contender in the tables."""
-    ranked = sorted(runs, key=lambda run: _outside_p99(run)[1] or 0)
+    """The probed run whose ingestion p99 during / idle is the median one (the
+    lower of the middle two for an even count): it stands for its contender
+    in the tables. Runs without both figures (a deletion over before a
+    request returned) are left out unless no run has them."""
+    ranked = sorted((run for run in runs if _times(run) is not None), key=_times) or runs
     return ranked[(len(ranked) - 1) // 2]
 
 
@@ -1250,6 +1277,8 @@ def verified(result) -> bool:
     ok = True
     parts = [result.get("ours_under_load"), result.get("floor_under_load"), result.get("naive")]
     parts += list(result.get("ours_under_load_by_runners", {}).values())
+    probed = result.get("probed_runs", {})
+    parts += [run for runs in probed.values() for run in runs]
     parts += [run for runs in result.get("runs", {}).values() for run in runs]
     for part in filter(None, parts):
         ok &= part["survivors_unchanged"] and part["campaign_counts_unchanged"]
@@ -1264,7 +1293,8 @@ def verified(result) -> bool:
         if key.startswith("ours")
         for run in runs
     ]
-    for ours in [*ours_runs, result.get("ours_under_load")]:
+    ours_probed = [run for key, runs in probed.items() if key != "floor" for run in runs]
+    for ours in [*ours_runs, *ours_probed, result.get("ours_under_load")]:
         if ours:
             ok &= ours["status"] == "completed"
             ok &= ours["deleted"] + ours["skipped"] == ours["total"]
@@ -1359,8 +1389,7 @@ def format_table(result) -> str:
             f"longest {ours['between_batches_longest_ms']} ms"
         )
     probed = [
-        (f"ours, {n} runner{'s' if n != '1' else ''}", run)
-        for n, run in result.get("ours_under_load_by_runners", {}).items()
+        (probed_label(n), run) for n, run in result.get("ours_under_load_by_runners", {}).items()
     ]
     if result.get("floor_under_load"):
         probed.append(("floor: the loop + our receipt", result["floor_under_load"]))

@@ -22,8 +22,8 @@ class Command(BaseCommand):
             "--requests",
             type=int,
             default=500,
-            help="Idle requests of each kind before a probed run (default 500: a p99 of "
-            "200 samples is their second-slowest).",
+            help="Idle requests of each kind before a probed run (default 500: the p99 of "
+            "200 samples is their third-slowest).",
         )
         parser.add_argument("--json", dest="json_path", help="Also write the figures here.")
         parser.add_argument("--no-naive", action="store_true", help="Skip the naive ORM delete.")
@@ -59,6 +59,8 @@ class Command(BaseCommand):
             raise CommandError("--repeat must be at least 1.")
         if o["probed_rounds"] < 1:
             raise CommandError("--probed-rounds must be at least 1.")
+        if o["probed_rounds"] > 1 and o["no_http"]:
+            raise CommandError("--probed-rounds needs the probe: drop --no-http.")
         try:
             runners = tuple(int(n) for n in o["runners"].split(","))
         except ValueError:
