@@ -26,7 +26,8 @@ from urllib.parse import urlencode
 import psutil
 from django.db import connection
 
-from segments.deletion.benchmark import BASE_DIR, Databases, _free_port, _manage, production_env
+from segments.deletion.benchmark import BASE_DIR, Databases, _manage
+from segments.deletion.benchmark_probe import _free_port, production_env
 
 SEGMENT_PREFIX = "Export benchmark:"
 
@@ -177,7 +178,7 @@ def _download(port, cookie, csrf, segment_pk, token, count) -> dict:
 
 
 def benchmark_export(*, sizes: list[int], runs: int, prefix: str, keep: bool, log=print) -> dict:
-    from segments.deletion.benchmark import _session_cookie
+    from segments.deletion.benchmark_probe import _session_cookie
 
     dbs = Databases(prefix)
     name = f"{prefix}_export"
