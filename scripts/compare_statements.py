@@ -107,6 +107,10 @@ def main(argv=None):
         "--report", metavar="JSON", help="Only print the report of an earlier --json."
     )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1.")
+    if args.profiles < 10 or args.events_per_profile < 0:
+        parser.error("--profiles must be at least 10 and --events-per-profile at least 0.")
     if args.report:
         with open(args.report) as f:
             print(report(json.load(f)))

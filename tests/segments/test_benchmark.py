@@ -28,6 +28,16 @@ def run_bench(out, **options):
     return json.loads(out.read_text())
 
 
+def render_table(path):
+    """The README's tables, as scripts/bench_table.py renders them from a --json."""
+    return subprocess.run(
+        [sys.executable, settings.BASE_DIR / "scripts/bench_table.py", path],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
 def test_benchmark_deletion_measures_each_runner_count_every_round(tmp_path):
     result = run_bench(
         tmp_path / "bench.json",
@@ -52,12 +62,7 @@ def test_benchmark_deletion_measures_each_runner_count_every_round(tmp_path):
     assert two["survivors_unchanged"] and not any(two["leftovers"].values())
     assert two["wal_mb"] > 0
     assert result["ratios"]["ours_2_runners_over_best_floor"] > 0
-    table = subprocess.run(
-        [sys.executable, settings.BASE_DIR / "scripts/bench_table.py", tmp_path / "bench.json"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    table = render_table(tmp_path / "bench.json")
     assert "| ours, 2 parallel runners |" in table
     assert "WAL written" in table
 
@@ -141,12 +146,7 @@ def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path
     assert phases["round_trips_per_batch"] == 1
 
     # The README table is rendered from the JSON.
-    table = subprocess.run(
-        [sys.executable, settings.BASE_DIR / "scripts/bench_table.py", tmp_path / "bench.json"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    table = render_table(tmp_path / "bench.json")
     assert "| ours (qcluster job) |" in table
     assert "PL/pgSQL" in table and "ours / best floor" in table
     assert "| ours: in batch calls; outside them;" in table
@@ -157,12 +157,7 @@ def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path
     loaded = result["ours_under_load_by_runners"]["1"]["latency"]["ingest outside"]
     loaded["idle"]["p99_ms"], loaded["during"] = 4.0, {"n": 9, "p99_ms": 12.0}
     (tmp_path / "probed.json").write_text(json.dumps(result))
-    table = subprocess.run(
-        [sys.executable, settings.BASE_DIR / "scripts/bench_table.py", tmp_path / "probed.json"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    table = render_table(tmp_path / "probed.json")
     assert (
         "| floor: the loop + our receipt, pages+API busy (the median of 2 runs); ingestion "
         f"outside p99 idle -> during | {floor['seconds']:.2f} | 5.0 -> 10.0 ms (2.0x) | | |"
@@ -178,12 +173,7 @@ def test_benchmark_deletion_runs_every_contender_in_rounds_and_verifies(tmp_path
         "times": {"median": 2.0, "min": 2.0, "max": 3.0, "n": 3},
     }
     (tmp_path / "probed.json").write_text(json.dumps(result))
-    table = subprocess.run(
-        [sys.executable, settings.BASE_DIR / "scripts/bench_table.py", tmp_path / "probed.json"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    table = render_table(tmp_path / "probed.json")
     assert (
         "| ours, 1 runner, pages+API busy, 3 runs: ingestion outside p99 during / idle "
         "(idle 5.0, 6.0, 7.0 ms; during 10.0, 18.0, 14.0 ms) | 2.0x | 2.0-3.0x | | |"

@@ -92,3 +92,11 @@ def test_without_pg_stat_statements_it_says_what_to_set_and_changes_nothing():
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'vero_statements%%'")
         assert cursor.fetchone()[0] == 0
+
+
+def test_bad_arguments_are_refused_before_anything_is_built(capsys):
+    for argv in (["--repeat", "0"], ["--profiles", "5"], ["--events-per-profile", "-1"]):
+        with pytest.raises(SystemExit) as exit_:
+            compare.main(argv)
+        assert exit_.value.code == 2
+        assert "must be at least" in capsys.readouterr().err
